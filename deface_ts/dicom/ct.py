@@ -1,0 +1,165 @@
+"""CT Image series → HU volume with an LPS affine, and stored values for exact write-back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from deface_ts.dicom.study import DicomFile
+from deface_ts.errors import InputError
+from deface_ts.volume import Volume, affine_from_dicom
+
+#: Positions may differ from a perfect grid by this much (mm) before we call it an error.
+POSITION_TOLERANCE_MM = 0.05
+
+
+@dataclass
+class CtSeries:
+    """A loaded CT series.
+
+    Attributes
+    ----------
+    files
+        The slices' files, sorted by position along the slice normal.
+    datasets
+        The full datasets (with PixelData) in the same order; the writer copies them.
+    stored
+        Stored pixel values (slice, row, column), original dtype.
+    slope, intercept
+        Per-slice RescaleSlope / RescaleIntercept (PS3.3 C.11.1.1.2).
+    hu
+        Hounsfield units as float32 on the CT grid.
+    """
+
+    files: list[DicomFile]
+    datasets: list[Dataset]
+    stored: np.ndarray
+    slope: np.ndarray
+    intercept: np.ndarray
+    hu: Volume
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.hu.affine
+
+    @property
+    def patient_position(self) -> str:
+        return str(self.datasets[0].get("PatientPosition", ""))
+
+    def stored_from_hu(self, hu: np.ndarray, k: int) -> np.ndarray:
+        """Stored values of slice ``k`` for HU values, rounded and clipped to the stored range."""
+        ds = self.datasets[k]
+        dtype = self.stored.dtype
+        bits = int(ds.get("BitsStored", dtype.itemsize * 8))
+        if int(ds.PixelRepresentation) == 1:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2**bits - 1
+        values = np.rint((hu - self.intercept[k]) / self.slope[k])
+        return np.clip(values, low, high).astype(dtype)
+
+
+def _geometry_error(files: list[DicomFile], message: str) -> InputError:
+    return InputError(f"{files[0].path.parent}: CT series {files[0].header.SeriesInstanceUID}: {message}")
+
+
+def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray, np.ndarray, float]:
+    """Sort slices along the normal and check the stack is a regular grid.
+
+    Returns sorted files, ImageOrientationPatient, first ImagePositionPatient and the slice step.
+    """
+    frames = {str(f.header.get("FrameOfReferenceUID", "")) for f in files}
+    if len(frames) != 1:
+        raise _geometry_error(files, f"slices belong to {len(frames)} frames of reference: {sorted(frames)}")
+    for f in files:
+        for attribute in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+            if attribute not in f.header:
+                raise InputError(f"{f.path}: CT image lacks {attribute}")
+    orientation = np.array(files[0].header.ImageOrientationPatient, dtype=float)
+    for f in files[1:]:
+        if not np.allclose(np.array(f.header.ImageOrientationPatient, dtype=float), orientation, atol=1e-4):
+            raise InputError(f"{f.path}: ImageOrientationPatient differs from {files[0].path}")
+        if (f.header.Rows, f.header.Columns) != (files[0].header.Rows, files[0].header.Columns):
+            raise InputError(f"{f.path}: image size differs from {files[0].path}")
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise _geometry_error(files, f"ImageOrientationPatient {orientation.tolist()} is not orthonormal")
+    normal = np.cross(row, col)
+    positions = np.array([f.header.ImagePositionPatient for f in files], dtype=float)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    files = [files[i] for i in order]
+    positions, along = positions[order], along[order]
+    if len(files) > 1 and np.any(np.diff(along) < POSITION_TOLERANCE_MM):
+        k = int(np.argmin(np.diff(along)))
+        raise InputError(f"{files[k + 1].path}: same slice position as {files[k].path}")
+
+    # Gantry tilt shows as slice origins drifting in the image plane (PS3.3 C.7.6.2.1.1).
+    in_plane = positions - positions[0] - np.outer(along - along[0], normal)
+    drift = np.linalg.norm(in_plane, axis=1)
+    if drift.max() > POSITION_TOLERANCE_MM * 10:
+        extent = along[-1] - along[0]
+        angle = np.degrees(np.arctan2(drift[-1], extent)) if extent else 0.0
+        tilt = files[0].header.get("GantryDetectorTilt", "?")
+        raise _geometry_error(
+            files,
+            f"slices are sheared (gantry tilt about {angle:.1f} degrees, GantryDetectorTilt {tilt}); "
+            "resample the series to an orthogonal grid before defacing",
+        )
+    step = 0.0
+    if len(files) > 1:
+        gaps = np.diff(along)
+        step = float(np.median(gaps))
+        bad = np.flatnonzero(np.abs(gaps - step) > max(POSITION_TOLERANCE_MM, 0.01 * step))
+        if bad.size:
+            k = int(bad[0])
+            missing = gaps[k] / step
+            if abs(missing - round(missing)) < 0.05 and round(missing) >= 2:
+                raise _geometry_error(
+                    files,
+                    f"{int(round(missing)) - 1} slice(s) missing between {files[k].path.name} "
+                    f"(at {along[k]:.2f} mm) and {files[k + 1].path.name} (at {along[k + 1]:.2f} mm)",
+                )
+            raise _geometry_error(
+                files,
+                f"non-uniform slice spacing: {gaps[k]:.3f} mm between {files[k].path.name} and "
+                f"{files[k + 1].path.name}, {step:.3f} mm elsewhere",
+            )
+    else:
+        step = float(files[0].header.get("SliceThickness", 1.0) or 1.0)
+    return files, orientation, positions[0], step
+
+
+def load_ct(files: list[DicomFile]) -> CtSeries:
+    """Load a CT series: sort by geometry, decode pixels, apply the rescale."""
+    files, orientation, origin, step = slice_geometry(files)
+    datasets: list[Dataset] = []
+    arrays: list[np.ndarray] = []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f.path)
+            array = ds.pixel_array
+        except Exception as exc:  # decoders raise many kinds; the file name is what matters
+            raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
+        if array.ndim != 2:
+            raise InputError(f"{f.path}: expected a single-frame CT image, got pixel array of shape {array.shape}")
+        datasets.append(ds)
+        arrays.append(array)
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) != 1:
+        raise InputError(f"{files[0].path.parent}: slices have different stored types {sorted(map(str, dtypes))}")
+    stored = np.stack(arrays)
+    slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
+    intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
+    if np.all(slope == 1.0) and np.all(intercept == intercept[0]):
+        hu = stored.astype(np.float32)
+        hu += np.float32(intercept[0])
+    else:
+        hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+        hu += intercept[:, None, None].astype(np.float32)
+    spacing = datasets[0].PixelSpacing
+    affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
+    return CtSeries(files, datasets, stored, slope, intercept, Volume(hu, affine))

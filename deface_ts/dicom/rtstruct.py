@@ -1,0 +1,263 @@
+"""RT Structure Set → per-ROI masks on the CT grid, and exact write-back of changed ROIs.
+
+Masks are rasterised per slice with even-odd filling (inner contours are holes,
+PS3.3 C.8.8.6.3), a pixel belongs to a contour when its centre lies inside.
+Each ROI keeps its original ContourSequence items so that untouched ROIs and
+unchanged slices are written back byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from skimage.draw import polygon as fill_polygon
+from skimage.measure import approximate_polygon, find_contours
+
+from deface_ts.dicom.study import DicomFile
+from deface_ts.errors import InputError
+from deface_ts.volume import Volume
+
+ROLES = ("body", "ptv", "ctv", "gtv", "oar", "other")
+_BODY_NAMES = re.compile(r"^(body|external|outline|skin|patient|body[ _-]?contour|ext)$", re.IGNORECASE)
+_TARGET_NAMES = re.compile(r"^(ptv|ctv|gtv)", re.IGNORECASE)
+
+
+def roi_role(name: str, interpreted_type: str) -> str:
+    """Role of an ROI from RTROIInterpretedType (PS3.3 C.8.8.8) and common naming habits."""
+    kind = interpreted_type.strip().upper()
+    if kind == "EXTERNAL" or _BODY_NAMES.match(name.strip()):
+        return "body"
+    if kind in ("PTV", "CTV", "GTV"):
+        return kind.lower()
+    match = _TARGET_NAMES.match(name.strip())
+    if match:
+        return match.group(1).lower()
+    if kind == "ORGAN":
+        return "oar"
+    return "other"
+
+
+@dataclass
+class RoiMask:
+    """A boolean mask stored as its bounding box on a larger grid (saves memory for ~25 ROIs)."""
+
+    offset: tuple[int, int, int]
+    array: np.ndarray
+
+    @property
+    def box(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.array.shape))  # type: ignore[return-value]
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        out[self.box] = self.array
+        return out
+
+    @classmethod
+    def from_full(cls, mask: np.ndarray) -> "RoiMask":
+        nonzero = np.argwhere(mask.any(axis=(1, 2))).ravel()
+        if nonzero.size == 0:
+            return cls((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
+        rows = np.flatnonzero(mask.any(axis=(0, 2)))
+        cols = np.flatnonzero(mask.any(axis=(0, 1)))
+        lo = (int(nonzero[0]), int(rows[0]), int(cols[0]))
+        hi = (int(nonzero[-1]) + 1, int(rows[-1]) + 1, int(cols[-1]) + 1)
+        return cls(lo, mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].copy())
+
+    def count(self) -> int:
+        return int(self.array.sum())
+
+
+@dataclass
+class Roi:
+    """One ROI of a structure set."""
+
+    number: int
+    name: str
+    interpreted_type: str
+    role: str
+    contour: Dataset | None  # the ROIContourSequence item, None if the ROI has no contours
+    mask: RoiMask
+    contour_slices: list[int | None] = field(default_factory=list)  # CT slice of each ContourSequence item
+
+    @property
+    def volume_voxels(self) -> int:
+        return self.mask.count()
+
+
+@dataclass
+class Structures:
+    """A loaded RTSTRUCT."""
+
+    file: DicomFile
+    dataset: Dataset
+    rois: list[Roi]
+    warnings: list[str]
+
+    def by_role(self, *roles: str) -> list[Roi]:
+        return [r for r in self.rois if r.role in roles]
+
+    def get(self, name: str) -> Roi:
+        for roi in self.rois:
+            if roi.name == name:
+                return roi
+        raise KeyError(name)
+
+
+def _contour_points(item: Dataset) -> np.ndarray:
+    return np.asarray(item.ContourData, dtype=float).reshape(-1, 3)
+
+
+def load_structures(file: DicomFile, ct: Volume, frame_of_reference: str) -> Structures:
+    """Read an RTSTRUCT and rasterise every closed planar ROI on the CT grid."""
+    try:
+        ds = pydicom.dcmread(file.path)
+    except Exception as exc:
+        raise InputError(f"{file.path}: cannot read RTSTRUCT ({exc.__class__.__name__}: {exc})") from exc
+    frames = {str(f.get("FrameOfReferenceUID", "")) for f in ds.get("ReferencedFrameOfReferenceSequence", [])}
+    if frames and frame_of_reference not in frames:
+        raise InputError(f"{file.path}: RTSTRUCT frame of reference {sorted(frames)} is not the CT's ({frame_of_reference})")
+    types = {
+        int(obs.ReferencedROINumber): str(obs.get("RTROIInterpretedType", ""))
+        for obs in ds.get("RTROIObservationsSequence", [])
+        if "ReferencedROINumber" in obs
+    }
+    contours = {int(c.ReferencedROINumber): c for c in ds.get("ROIContourSequence", []) if "ReferencedROINumber" in c}
+    warnings: list[str] = []
+    rois = []
+    for info in ds.get("StructureSetROISequence", []):
+        number = int(info.ROINumber)
+        name = str(info.get("ROIName", f"ROI {number}"))
+        kind = types.get(number, "")
+        item = contours.get(number)
+        mask, slices, problems = rasterise(item, ct)
+        warnings += [f"{file.path}: ROI '{name}': {p}" for p in problems]
+        rois.append(Roi(number, name, kind, roi_role(name, kind), item, mask, slices))
+    return Structures(file, ds, rois, warnings)
+
+
+def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | None], list[str]]:
+    """Even-odd fill of an ROI's closed planar contours on the CT grid.
+
+    Returns the mask, the CT slice of each contour item (None when it matches
+    no slice), and warnings for contours that lie outside the CT.
+    """
+    empty = RoiMask((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
+    if item is None or "ContourSequence" not in item:
+        return empty, [], []
+    n_slices, n_rows, n_cols = ct.shape
+    step = float(ct.spacing[0])
+    polygons: list[tuple[int, np.ndarray]] = []
+    slices: list[int | None] = []
+    outside = 0
+    for contour in item.ContourSequence:
+        if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR" or "ContourData" not in contour:
+            slices.append(None)
+            continue
+        index = ct.lps_to_index(_contour_points(contour))
+        k = int(np.rint(index[:, 0].mean()))
+        off_plane = np.abs(index[:, 0] - k).max() * step
+        if not 0 <= k < n_slices or off_plane > max(0.25 * step, 0.05):
+            outside += 1
+            slices.append(None)
+            continue
+        slices.append(k)
+        polygons.append((k, index[:, 1:]))
+    problems = [f"{outside} contour(s) lie outside the CT slices and were not rasterised"] if outside else []
+    if not polygons:
+        return empty, slices, problems
+    ks = [k for k, _ in polygons]
+    rows = np.concatenate([p[:, 0] for _, p in polygons])
+    cols = np.concatenate([p[:, 1] for _, p in polygons])
+    lo = (min(ks), max(int(np.floor(rows.min())), 0), max(int(np.floor(cols.min())), 0))
+    hi = (max(ks) + 1, min(int(np.ceil(rows.max())) + 1, n_rows), min(int(np.ceil(cols.max())) + 1, n_cols))
+    if hi[1] <= lo[1] or hi[2] <= lo[2]:
+        return empty, slices, problems + ["contours lie outside the CT field of view"]
+    box = np.zeros(tuple(h - l for l, h in zip(lo, hi)), dtype=bool)
+    for k, points in polygons:
+        rr, cc = fill_polygon(points[:, 0] - lo[1], points[:, 1] - lo[2], shape=box.shape[1:])
+        box[k - lo[0], rr, cc] ^= True  # even-odd: an inner contour cuts a hole
+    return RoiMask(lo, box), slices, problems
+
+
+def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
+    """Closed polygons (row, column) whose centre-inside even-odd fill is exactly ``mask_slice``.
+
+    The level-0.5 iso-line of the one-voxel padded mask runs through edge
+    midpoints, so no pixel centre lies on it and the fill reproduces the mask.
+    Collinear points are dropped (tolerance 0 keeps the shape exact).
+    """
+    padded = np.pad(mask_slice.astype(np.float32), 1)
+    polygons = []
+    for line in find_contours(padded, 0.5):
+        line = approximate_polygon(line, tolerance=0.0)
+        if len(line) > 3 and np.allclose(line[0], line[-1]):
+            line = line[:-1]
+        polygons.append(line - 1.0)
+    return polygons
+
+
+def _format_points(points: np.ndarray) -> list[str]:
+    return [f"{v:.3f}" for v in points.ravel()]
+
+
+def _new_contours(mask_slice: np.ndarray, k: int, ct: Volume, sop_uid: str) -> list[Dataset]:
+    items = []
+    for polygon in contour_slice(mask_slice):
+        points = ct.index_to_lps(np.column_stack([np.full(len(polygon), float(k)), polygon]))
+        image = Dataset()
+        image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        image.ReferencedSOPInstanceUID = sop_uid
+        contour = Dataset()
+        contour.ContourImageSequence = Sequence([image])
+        contour.ContourGeometricType = "CLOSED_PLANAR"
+        contour.NumberOfContourPoints = len(points)
+        contour.ContourData = _format_points(points)
+        items.append(contour)
+    return items
+
+
+def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str]) -> Dataset:
+    """A new ROIContourSequence item for ``roi`` whose mask becomes ``new_mask`` (full CT grid).
+
+    Contour items of slices whose mask did not change are kept as they are and
+    where they were; a changed slice is contoured again from the new mask and
+    its new items take the place of its old ones. ``sop_uids`` are the CT
+    slices' SOPInstanceUIDs in sorted order, for ContourImageSequence.
+    """
+    old = roi.mask.full(ct.shape)
+    changed = [int(k) for k in np.flatnonzero(np.any(old != new_mask, axis=(1, 2)))]
+    item = Dataset()
+    if roi.contour is not None:
+        for element in roi.contour:
+            if element.keyword != "ContourSequence":
+                item.add(element)
+    else:
+        item.ReferencedROINumber = roi.number
+    originals = list(roi.contour.get("ContourSequence", [])) if roi.contour is not None else []
+    numbered = any("ContourNumber" in c for c in originals)
+    result: list[Dataset] = []
+    done: set[int] = set()
+    for contour, k in zip(originals, roi.contour_slices):
+        if k is None or k not in changed:
+            result.append(contour)
+        elif k not in done:
+            result += _new_contours(new_mask[k], k, ct, sop_uids[k])
+            done.add(k)
+    for k in changed:
+        if k not in done:
+            result += _new_contours(new_mask[k], k, ct, sop_uids[k])
+    if numbered:
+        next_number = max((int(c.ContourNumber) for c in originals if "ContourNumber" in c), default=0) + 1
+        for contour in result:
+            if "ContourNumber" not in contour:
+                contour.ContourNumber = next_number
+                next_number += 1
+    if result:
+        item.ContourSequence = Sequence(result)
+    return item
