@@ -29,6 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--series", help="SeriesInstanceUID of the CT series to convert")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
+    deface = sub.add_parser("deface", help="remove the face from a DICOM-RT study or a NIfTI CT")
+    deface.add_argument("input", type=Path, help="DICOM study folder, or a NIfTI CT (.nii/.nii.gz)")
+    deface.add_argument("output", type=Path, help="output folder (must not exist or be empty)")
+    _deface_options(deface)
+
+    demo = sub.add_parser("demo", help="generate the built-in phantom study and deface it")
+    demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
+    demo.add_argument("--matrix", type=int, default=256)
+    demo.add_argument("--slices", type=int, default=120)
+    demo.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
+    _deface_options(demo, for_demo=True)
+
     phantom = sub.add_parser("phantom", help="write a synthetic head-and-neck DICOM-RT study")
     phantom.add_argument("output", type=Path)
     phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
@@ -38,6 +50,59 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--slice-thickness", type=float, default=2.0)
     phantom.add_argument("--no-eyes", action="store_true", help="omit eye and lens ROIs")
     return parser
+
+
+def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False) -> None:
+    parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
+    parser.add_argument("--method", choices=["eyes"], help="face locator (default from the config: eyes)")
+    parser.add_argument("--region", choices=["full", "upper"], help="full face (default) or defaceRT's upper box")
+    parser.add_argument("--protect", action="append", default=[], metavar="REGEX",
+                        help="also protect ROIs whose name matches (repeatable), e.g. '^brain$'")
+    parser.add_argument("--protect-margin", type=float, metavar="MM", help="margin around protected ROIs")
+    parser.add_argument("--eye-pattern", action="append", default=[], metavar="REGEX",
+                        help="extra eye ROI name pattern (repeatable)")
+    parser.add_argument("--fill-hu", type=float, help="HU of removed voxels (default -1000)")
+    parser.add_argument("--noise", action="store_true", default=None, help="noise-matched air in the removed region")
+    parser.add_argument("--uid-salt", help="make new UIDs deterministic with this salt")
+    parser.add_argument("--no-nifti", action="store_true", help="skip NIfTI copies of the result")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    if not for_demo:
+        parser.add_argument("--series", help="SeriesInstanceUID of the CT series")
+        parser.add_argument("--eyes-mask", type=Path, help="NIfTI input: eye mask on the CT grid")
+        parser.add_argument("--protect-mask", type=Path, action="append", default=[],
+                            help="NIfTI input: mask of voxels never to change (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from deface_ts.config import load_config
+
+    base = load_config(args.config)
+    overrides = {
+        "method": args.method,
+        "region.kind": args.region,
+        "protect.margin_mm": args.protect_margin,
+        "fill.hu": args.fill_hu,
+        "fill.noise": args.noise,
+        "output.uid_salt": args.uid_salt,
+        "output.nifti": False if args.no_nifti else None,
+        "protect.patterns": base.protect.patterns + args.protect if args.protect else None,
+        "eyes.include": base.eyes.include + args.eye_pattern if args.eye_pattern else None,
+    }
+    return load_config(args.config, overrides)
+
+
+def _print_report(report: dict) -> None:
+    removed = report["removed"]
+    print(f"defaced: {report['output']['folder']}")
+    print(f"  method {report['method']}, region {report['region']}; removed {removed['tissue_volume_cc']} cc of tissue")
+    for name, kept in removed["kept_by_protection_voxels"].items():
+        print(f"  protected {name}: kept {kept} voxels of the face region")
+    for roi in report.get("rois", []):
+        if roi["status"] in ("clipped", "removed"):
+            print(f"  ROI {roi['name']}: {roi['status']} ({roi['preserved_ratio']:.3f} preserved)")
+    check = report["post_check"]
+    print("  post-check: " + ("passed" if check.get("passed") else "SKIPPED"))
+    print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +125,24 @@ def _run(args: argparse.Namespace) -> int:
         from deface_ts.convert import convert
 
         print(convert(args.input, args.output, args.series, args.overwrite))
+    elif args.command == "deface":
+        from deface_ts.pipeline import deface
+
+        report = deface(args.input, args.output, _config(args), series_uid=args.series, overwrite=args.overwrite,
+                        eyes_mask=args.eyes_mask, protect_masks=args.protect_mask)
+        _print_report(report)
+    elif args.command == "demo":
+        from deface_ts.phantom import PhantomOptions, write_phantom_study
+        from deface_ts.pipeline import deface
+
+        from deface_ts.output import check_output
+
+        check_output(args.output, [], args.overwrite)
+        options = PhantomOptions(position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices)
+        study = write_phantom_study(args.output / "input", options)
+        print(f"phantom study: {study.folder}")
+        report = deface(study.folder, args.output / "defaced", _config(args), overwrite=True)
+        _print_report(report)
     elif args.command == "phantom":
         from deface_ts.phantom import PhantomOptions, write_phantom_study
 

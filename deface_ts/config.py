@@ -1,0 +1,166 @@
+"""Typed configuration loaded from YAML, validated on load; command-line flags override it.
+
+An unknown key or a value of the wrong type is an error naming the key and the
+file, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from deface_ts.errors import ConfigError
+
+#: The repository's configs/ folder; configs/hnc.yaml equals the built-in defaults (a test checks it).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Eye ROI names seen in practice: Eye_L, Eye Lt, Globe_R, "OPTIC GLOBE L", Orbit_R, "EYE LEFT", Bulbus_L.
+DEFAULT_EYE_INCLUDE = [r"(^|[^a-z])(eye|eyes|globe|orbit|bulbus)([^a-z]|$)", r"^(eye|globe|orbit)"]
+# Lenses, corneas, retinas, PRVs, rings and helper structures (z_..., "opt ...") are not the eyeball.
+DEFAULT_EYE_EXCLUDE = [
+    r"lens", r"cornea", r"retina", r"prv", r"ring", r"nerve", r"nrv", r"chiasm", r"^z", r"^x_", r"^opt[_ ]",
+    r"\+\s*\d", r"\d+\s*mm", r"avoid", r"dose",
+]
+
+
+@dataclass
+class EyesConfig:
+    include: list[str] = field(default_factory=lambda: list(DEFAULT_EYE_INCLUDE))
+    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EYE_EXCLUDE))
+    margin_mm: float = 5.0  # the cut starts this far below the inferior-most eye boundary (upper region)
+
+
+@dataclass
+class RegionConfig:
+    kind: str = "full"  # "full" (whole face) or "upper" (defaceRT's box)
+    plane_offset_mm: float = 0.0  # moves the cut plane posterior (+) or anterior (-) of the eyes' AP midpoint
+    chin_search_mm: float = 160.0  # how far below the eyes the lower face may reach
+    chin_margin_mm: float = 10.0  # extra removal below the detected chin
+    keep_brain: bool = True  # above the eyes remove only tissue and bone in front of the cranial cavity
+    bone_hu: float = 250.0  # threshold for the skull when keep_brain is on
+    body_hu: float = -400.0  # skin threshold for the face profile
+
+
+@dataclass
+class ProtectConfig:
+    roles: list[str] = field(default_factory=lambda: ["ptv", "ctv", "gtv"])
+    patterns: list[str] = field(default_factory=list)  # extra ROI name regexes, e.g. "^brain$"
+    margin_mm: float = 3.0
+
+
+@dataclass
+class FillConfig:
+    hu: float = -1000.0
+    noise: bool = False  # noise matched to the air outside the patient, so the cut is not a flat region
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    nifti: bool = True
+    uid_salt: str | None = None  # deterministic new UIDs when set
+
+
+@dataclass
+class Config:
+    method: str = "eyes"
+    eyes: EyesConfig = field(default_factory=EyesConfig)
+    region: RegionConfig = field(default_factory=RegionConfig)
+    protect: ProtectConfig = field(default_factory=ProtectConfig)
+    fill: FillConfig = field(default_factory=FillConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    post_check: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "method": ("eyes",),
+    "region.kind": ("full", "upper"),
+    "protect.roles": ("body", "ptv", "ctv", "gtv", "oar", "other"),
+}
+
+
+def _build(cls, data: Any, where: str, source: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"{source}: unknown key '{name}' (known here: {known})")
+        values[key] = _coerce(hints[key], value, name, source)
+    return cls(**values)
+
+
+def _coerce(hint, value, name: str, source: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, name, source)
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: '{name}' must be a list, got {type(value).__name__}")
+        items = [_coerce(args[0], v, f"{name}[{n}]", source) for n, v in enumerate(value)]
+        _check_choice(name, items, source)
+        return items
+    if args and type(None) in args:  # Optional[...]
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint in (bool, int, float, str) and (type(value) is not hint):
+        raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} ({value!r})")
+    _check_choice(name, [value], source)
+    return value
+
+
+def _check_choice(name: str, values: list, source: str) -> None:
+    key = re.sub(r"\[\d+\]$", "", name)
+    choices = _CHOICES.get(key)
+    for v in values:
+        if choices and isinstance(v, str) and v not in choices:
+            raise ConfigError(f"{source}: '{name}' is '{v}', expected one of {', '.join(choices)}")
+
+
+def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config and apply dotted-key overrides.
+
+    ``path`` None means the built-in defaults (identical to configs/hnc.yaml);
+    a bare name such as ``public`` means configs/public.yaml.
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists() and not path.suffix and (CONFIG_DIR / f"{path}.yaml").exists():
+            path = CONFIG_DIR / f"{path}.yaml"
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    path = path or "built-in defaults"
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    config = _build(Config, data, "", str(path))
+    for pattern in config.eyes.include + config.eyes.exclude + config.protect.patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{path}: invalid regular expression {pattern!r} ({exc})") from None
+    return config

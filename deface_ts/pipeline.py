@@ -1,0 +1,207 @@
+"""The deface pipeline, top to bottom: discover → load → segment → plan → apply → write → verify → report.
+
+Everything is written into a temporary folder and checked there; the output
+folder appears only when every check passed (fail closed on privacy).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from deface_ts import __version__, nifti
+from deface_ts.apply import apply_plan, fill_values
+from deface_ts.config import Config
+from deface_ts.convert import ct_hu_volume
+from deface_ts.dicom.case import Case, load_case
+from deface_ts.dicom.uids import UidMap
+from deface_ts.dicom.writer import write_case
+from deface_ts.errors import InputError
+from deface_ts.output import atomic_output
+from deface_ts.plan import RULES, RemovalPlan, body_from_hu, plan_removal
+from deface_ts.segment.base import FaceLocation, Locator
+from deface_ts.segment.eyes import MaskEyeLocator, RoiEyeLocator
+from deface_ts.verify import post_check, post_check_volume
+from deface_ts.volume import Volume
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def is_nifti(path: Path) -> bool:
+    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
+
+
+def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
+           eyes_mask: Path | None = None, protect_masks: list[Path] = ()) -> dict:
+    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report."""
+    if is_nifti(input):
+        return deface_nifti(Path(input), Path(output), config, eyes_mask, list(protect_masks), overwrite)
+    timer = Timer()
+    with timer.stage("load"):
+        case = load_case(Path(input), series_uid)
+    ct = case.ct.hu
+    with timer.stage("segment"):
+        location = make_locator(case, config).locate(ct)
+    with timer.stage("plan"):
+        body = body_mask(case, config)
+        protected = protected_rois(case, config)
+        plan = plan_removal(ct, body, location, protected, config)
+    with timer.stage("apply"):
+        applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
+    with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
+        with timer.stage("write"):
+            written = write_case(case, applied.changes, tmp / "dicom", UidMap(config.output.uid_salt))
+            if config.output.nifti:
+                write_nifti_outputs(tmp / "nifti", ct.with_array(applied.hu), plan, hu_dtype=ct_hu_volume(case).array.dtype)
+        with timer.stage("verify"):
+            check = post_check(tmp / "dicom", case, plan, location, config) if config.post_check else {"skipped": True}
+        report = build_report(case, location, plan, applied, config, timer, check)
+        report["output"] = {"folder": str(Path(output)), "uids": written.uids}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def make_locator(case: Case, config: Config) -> Locator:
+    """The locator the configured method names (only eye landmarks exist without weights)."""
+    if config.method == "eyes":
+        return RoiEyeLocator(case.structures, config.eyes)
+    raise InputError(f"unknown method {config.method!r}")
+
+
+def body_mask(case: Case, config: Config) -> np.ndarray:
+    """The patient body: the RTSTRUCT's BODY/External ROI if there is one, else from HU."""
+    if case.structures is not None:
+        bodies = [r for r in case.structures.by_role("body") if r.volume_voxels]
+        if bodies:
+            return max(bodies, key=lambda r: r.volume_voxels).mask.full(case.ct.hu.shape)
+    return body_from_hu(case.ct.hu.array, config.region.body_hu)
+
+
+def protected_rois(case: Case, config: Config) -> list[tuple[str, np.ndarray]]:
+    """ROIs never to change: configured roles (PTV/CTV/GTV by default) and name patterns."""
+    if case.structures is None:
+        return []
+    out = []
+    for roi in case.structures.rois:
+        by_role = roi.role in config.protect.roles
+        by_name = any(re.search(p, roi.name, re.IGNORECASE) for p in config.protect.patterns)
+        if (by_role or by_name) and roi.volume_voxels:
+            out.append((roi.name, roi.mask.full(case.ct.hu.shape)))
+    return out
+
+
+def write_nifti_outputs(folder: Path, defaced: Volume, plan: RemovalPlan, hu_dtype=np.int16) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    nifti.save(defaced, folder / "ct_defaced.nii.gz", dtype=hu_dtype)
+    removal = np.where(plan.protected, 0, plan.rule).astype(np.uint8)
+    nifti.save(defaced.with_array(removal), folder / "removal_mask.nii.gz")
+    nifti.save(defaced.with_array(plan.protected.astype(np.uint8)), folder / "protection_mask.nii.gz")
+
+
+def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, applied, config: Config, timer: Timer,
+                 check: dict, ct: Volume | None = None) -> dict:
+    ct = ct if ct is not None else case.ct.hu  # type: ignore[union-attr]
+    voxel_cc = float(np.prod(ct.spacing)) / 1000.0
+    removed = plan.removed
+    tissue = removed & (ct.array > config.region.body_hu)
+    rules = {RULES[n]: int(((plan.rule == n) & ~plan.protected).sum()) for n in np.unique(plan.rule) if n}
+    report = {
+        "deface_ts_version": __version__,
+        "method": location.method,
+        "region": config.region.kind,
+        "locator_notes": location.notes,
+        "landmarks": plan.landmarks.__dict__,
+        "removed": {
+            "voxels": int(removed.sum()),
+            "tissue_voxels": int(tissue.sum()),
+            "tissue_volume_cc": round(int(tissue.sum()) * voxel_cc, 3),
+            "by_rule_voxels": rules,
+            "kept_by_protection_voxels": plan.kept_by,
+        },
+        "config": config.to_dict(),
+        "timings_s": timer.seconds,
+        "post_check": check,
+    }
+    if applied is not None and case is not None:
+        report["rois"] = applied.rois
+        report["dose"] = applied.doses
+        bodies = [r for r in applied.rois if r["role"] == "body"]
+        if bodies:
+            report["body_volume_cc"] = {"before": bodies[0]["volume_cc_before"], "after": bodies[0]["volume_cc_after"]}
+        report["input"] = {
+            "folder": str(case.files.ct[0].path.parent),
+            "ct_series_instance_uid": case.files.series_uid,
+            "warnings": case.warnings,
+        }
+        report["versions"] = _versions()
+    return report
+
+
+def _versions() -> dict:
+    import nibabel
+    import pydicom
+    import scipy
+    import skimage
+
+    return {"numpy": np.__version__, "pydicom": pydicom.__version__, "nibabel": nibabel.__version__,
+            "scipy": scipy.__version__, "scikit-image": skimage.__version__}
+
+
+def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | None, protect_masks: list[Path],
+                 overwrite: bool) -> dict:
+    """NIfTI in, NIfTI out: eyes from ``--eyes-mask``, protection from ``--protect-mask`` images."""
+    timer = Timer()
+    with timer.stage("load"):
+        ct = _load_nifti(input, "CT")
+        if eyes_mask is None:
+            raise InputError(f"{input}: NIfTI input needs --eyes-mask (eye labels on the CT grid) to locate the face")
+        eyes = _load_nifti(eyes_mask, "eye mask", like=ct)
+        protected = [(str(p), _load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
+    with timer.stage("segment"):
+        location = MaskEyeLocator(eyes.array > 0, str(eyes_mask)).locate(ct)
+    with timer.stage("plan"):
+        body = body_from_hu(ct.array, config.region.body_hu)
+        plan = plan_removal(ct, body, location, protected, config)
+    with timer.stage("apply"):
+        hu = ct.array.copy()
+        hu[plan.removed] = fill_values(ct.array, plan.removed, body, config)
+    with atomic_output(output, [input], overwrite) as tmp:
+        with timer.stage("write"):
+            integer = np.all(np.mod(ct.array, 1) == 0)
+            write_nifti_outputs(tmp, ct.with_array(hu), plan, hu_dtype=np.int16 if integer else np.float32)
+        with timer.stage("verify"):
+            written = nifti.load(tmp / "ct_defaced.nii.gz")
+            check = post_check_volume(written, ct, plan, location, config) if config.post_check else {"skipped": True}
+        report = build_report(None, location, plan, None, config, timer, check, ct=ct)
+        report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask), "protect_masks": [str(p) for p in protect_masks]}
+        report["output"] = {"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
+                            "protection_mask": "protection_mask.nii.gz"}
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _load_nifti(path: Path, what: str, like: Volume | None = None) -> Volume:
+    try:
+        volume = nifti.load(Path(path))
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} file not found") from None
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read {what} as NIfTI ({exc.__class__.__name__}: {exc})") from None
+    if like is not None and (volume.shape != like.shape or not np.allclose(volume.affine, like.affine, atol=1e-3)):
+        raise InputError(f"{path}: {what} is not on the CT's grid (shape {volume.shape} vs {like.shape} or affine differs)")
+    return volume
+

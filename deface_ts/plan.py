@@ -1,0 +1,201 @@
+"""RemovalPlan: which voxels to remove (face region minus protected structures), and why.
+
+The region is built in an anatomical view of the CT (superior, anterior, left
+array axes, from the affine), so the same patient lying HFS, HFP, FFS or FFP
+gets the same removal in patient space.
+
+Region ``upper`` is defaceRT's box (seed 000): anterior of the coronal plane
+through the eyes' antero-posterior midpoint, from the inferior-most eye boundary
+(minus a margin) to the top of the image, full width.
+
+Region ``full`` (default) keeps that cut plane, because a flat plane leaves no
+trace of the face's shape on the new surface (a layer peeled at constant depth
+would keep the face's relief, shifted), and changes two things:
+
+* below the eyes it continues down the same plane over the nose, lips and chin,
+  to the slice where the midline skin profile falls behind the plane for good
+  (the chin–neck angle) plus a margin, so that a surface render shows no face;
+* above the eyes it removes only what lies in front of the cranial cavity: skin,
+  soft tissue and frontal bone connected to the outside air, never tissue the
+  skull encloses. defaceRT's box takes ~47 cc of frontal lobe here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from deface_ts.config import Config, RegionConfig
+from deface_ts.errors import PrivacyError
+from deface_ts.segment.base import FaceLocation
+from deface_ts.volume import AnatomicalView, Volume
+
+#: Provenance labels of removed voxels (report and removal-mask NIfTI).
+RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
+         3: "lower face (nose, lips, chin)", 4: "defaceRT box (eyes and above)", 5: "face mask"}
+
+
+@dataclass
+class Landmarks:
+    """Eye landmarks in patient coordinates (mm)."""
+
+    eye_centres_mm: dict[str, list[float]]
+    cut_plane_anterior_mm: float  # anterior coordinate (-y) of the cut plane
+    inferior_eye_mm: float  # superior coordinate of the lowest eye voxel
+    superior_eye_mm: float
+    lower_limit_mm: float  # superior coordinate where the removal stops
+    chin_found: bool
+
+
+@dataclass
+class RemovalPlan:
+    """Voxels to remove and voxels kept, with provenance, on the CT grid."""
+
+    rule: np.ndarray  # uint8 label per voxel of the face region (0 outside); see RULES
+    protected: np.ndarray  # bool: never changed
+    kept_by: dict[str, int]  # ROI name → region voxels it kept
+    landmarks: Landmarks
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def region(self) -> np.ndarray:
+        return self.rule > 0
+
+    @property
+    def removed(self) -> np.ndarray:
+        return (self.rule > 0) & ~self.protected
+
+
+def body_from_hu(hu: np.ndarray, threshold: float) -> np.ndarray:
+    """Patient body from HU: largest connected component above ``threshold``, holes filled per slice."""
+    body = hu > threshold
+    labels, count = ndimage.label(body)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        body = labels == int(np.argmax(sizes))
+    for k in range(body.shape[0]):
+        body[k] = ndimage.binary_fill_holes(body[k])
+    return body
+
+
+def _index_at_or_above(coordinates: np.ndarray, value: float) -> int:
+    """First index whose coordinate is ≥ value (coordinates increase)."""
+    return int(np.searchsorted(coordinates, value - 1e-6, side="left"))
+
+
+def _chin_limit(body: np.ndarray, view: AnatomicalView, cut: int, s_eye: int, mid_l: float,
+                config: RegionConfig) -> tuple[int, bool]:
+    """View index (superior axis) where removal below the eyes stops.
+
+    Walk down from the eyes along the midline band; the chin ends where the
+    most anterior skin falls behind the cut plane for at least 5 mm.
+    """
+    s, _, l = view.coordinates
+    band = np.abs(l - mid_l) <= 25.0
+    ds = abs(s[1] - s[0]) if len(s) > 1 else 1.0
+    lowest = _index_at_or_above(s, s[s_eye] - config.chin_search_mm)
+    run_needed = max(1, int(np.ceil(5.0 / ds)))
+    run = 0
+    for k in range(s_eye, lowest - 1, -1):
+        in_front = body[k][cut:, band].any()
+        run = 0 if in_front else run + 1
+        if run >= run_needed:
+            chin = k + run_needed - 1  # last slice still crossed by the face is just above
+            return max(_index_at_or_above(s, s[chin] - config.chin_margin_mm), 0), True
+    return lowest, False
+
+
+def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
+                eye_margin_mm: float) -> tuple[np.ndarray, Landmarks]:
+    """Rule-labelled face region on the CT grid from eye landmarks."""
+    try:
+        view = AnatomicalView.of(ct)
+    except ValueError as exc:
+        raise PrivacyError(f"cannot plan the removal: {exc}") from None
+    s, a, l = view.coordinates
+    eyes = view.view(location.eye_mask())
+    idx = np.argwhere(eyes)
+    if idx.size == 0:
+        raise PrivacyError("eye landmarks are empty; cannot locate the face")
+    a_mid = (a[idx[:, 1].min()] + a[idx[:, 1].max()]) / 2.0
+    cut = _index_at_or_above(a, a_mid - config.plane_offset_mm + 1e-6)  # strictly anterior of the plane
+    s_inf, s_sup = int(idx[:, 0].min()), int(idx[:, 0].max())
+    s_low_eye = _index_at_or_above(s, s[s_inf] - eye_margin_mm)
+    mid_l = float(np.mean(l[idx[:, 2]]))
+    rule = np.zeros(eyes.shape, dtype=np.uint8)
+    chin_found = False
+    if config.kind == "upper":
+        rule[s_low_eye:, cut:, :] = 4
+        lower = s_low_eye
+    else:
+        body_view = view.view(body)
+        lower, chin_found = _chin_limit(body_view, view, cut, s_inf, mid_l, config)
+        rule[lower:s_low_eye, cut:, :] = 3
+        rule[s_low_eye : s_sup + 1, cut:, :] = 1
+        if s_sup + 1 < rule.shape[0]:
+            forehead = rule[s_sup + 1 :, cut:, :]
+            if config.keep_brain:
+                hu_slab = view.view(ct.array)[s_sup + 1 :, cut:, :]
+                inside = _cranial_cavity(hu_slab, body_view[s_sup + 1 :, cut:, :], config.bone_hu)
+                forehead[~inside] = 2
+            else:
+                forehead[:] = 2
+    landmarks = Landmarks(
+        eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
+        cut_plane_anterior_mm=round(float(a_mid - config.plane_offset_mm), 2),
+        inferior_eye_mm=round(float(s[s_inf]), 2),
+        superior_eye_mm=round(float(s[s_sup]), 2),
+        lower_limit_mm=round(float(s[lower]) if lower < len(s) else float(s[-1]), 2),
+        chin_found=chin_found,
+    )
+    return np.ascontiguousarray(view.unview(rule)), landmarks
+
+
+def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) -> np.ndarray:
+    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air)."""
+    bone = hu_slab > bone_hu
+    sealed = ndimage.binary_closing(bone, iterations=2) | bone  # bridge thin partial-volume gaps
+    labels, _ = ndimage.label(~sealed)
+    outside_labels = np.unique(labels[~body_slab & ~sealed])
+    enclosed = (labels > 0) & ~np.isin(labels, outside_labels[outside_labels > 0])
+    return enclosed
+
+
+def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:
+    """Each protected ROI grown by ``margin_mm`` (ellipsoidal element in voxel units of the CT grid)."""
+    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
+    grown = []
+    if radius.any():
+        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+        element = sum((g * sp / max(margin_mm, 1e-6)) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
+    for name, mask in masks:
+        if radius.any() and mask.any():
+            idx = np.argwhere(mask)
+            lo = np.maximum(idx.min(axis=0) - radius, 0)
+            hi = np.minimum(idx.max(axis=0) + radius + 1, ct.shape)
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            out = np.zeros(ct.shape, dtype=bool)
+            out[box] = ndimage.binary_dilation(mask[box], structure=element)
+            grown.append((name, out))
+        else:
+            grown.append((name, mask))
+    return grown
+
+
+def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected: list[tuple[str, np.ndarray]],
+                 config: Config) -> RemovalPlan:
+    """Face region (rule-labelled) minus protected structures (with margin)."""
+    rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
+    if location.face_mask is not None:
+        rule[(rule == 0) & location.face_mask] = 5
+    grown = protection_mask(ct, protected, config.protect.margin_mm)
+    protected_any = np.zeros(ct.shape, dtype=bool)
+    kept_by: dict[str, int] = {}
+    region = rule > 0
+    for name, mask in grown:
+        kept_by[name] = int((mask & region & ~protected_any).sum())
+        protected_any |= mask
+    return RemovalPlan(rule, protected_any, kept_by, landmarks)

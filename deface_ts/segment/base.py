@@ -1,0 +1,54 @@
+"""The small protocol every face locator (eye ROIs, eye masks, TotalSegmentator, render) follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from deface_ts.volume import Volume
+
+
+@dataclass
+class Eye:
+    """One eye landmark: its source, side and voxels on the CT grid."""
+
+    source: str  # ROI name or mask label
+    side: str  # "left", "right" or "unknown" (from the patient's left, via the affine)
+    centre_mm: np.ndarray  # LPS
+    mask: np.ndarray  # bool, CT grid
+
+    @property
+    def voxels(self) -> int:
+        return int(self.mask.sum())
+
+
+@dataclass
+class FaceLocation:
+    """What a locator found. ``face_mask`` is optional (eye-landmark methods have none)."""
+
+    method: str
+    eyes: list[Eye]
+    face_mask: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def eye_mask(self) -> np.ndarray:
+        mask = np.zeros_like(self.eyes[0].mask)
+        for eye in self.eyes:
+            mask |= eye.mask
+        return mask
+
+
+class Locator(Protocol):
+    """Finds the face of one CT. Raises PrivacyError when it cannot: never deface blindly."""
+
+    name: str
+
+    def locate(self, ct: Volume) -> FaceLocation: ...
+
+
+def side_of(ct: Volume, mask: np.ndarray, midline_mm: float) -> str:
+    """'left' or 'right' from the patient-left coordinate of the mask's centre (LPS +x is left)."""
+    centre = ct.index_to_lps(np.argwhere(mask).mean(axis=0)[None])[0]
+    return "left" if centre[0] > midline_mm else "right"
