@@ -1,0 +1,148 @@
+"""CT loading: geometry from the headers, HU from the rescale, agreement with independent converters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from deface_ts.dicom.case import load_case
+from deface_ts.errors import InputError
+from deface_ts.volume import ANTERIOR, SUPERIOR
+from tests.conftest import copy_study
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP", "FFS", "FFP"])
+def test_ct_matches_simpleitk_voxel_for_voxel(phantom_cache, position):
+    study = phantom_cache(position=position)
+    case = load_case(study.folder)
+    reader = sitk.ImageSeriesReader()
+    files = reader.GetGDCMSeriesFileNames(str(study.folder), study.series_instance_uid)
+    image = reader.Execute() if False else sitk.ReadImage(list(files))
+    reference = sitk.GetArrayFromImage(image).astype(np.float32)  # (z, y, x) in ITK's own slice order
+    # ITK geometry is LPS too: map each of our voxels to ITK's index through patient coordinates.
+    ours = case.ct.hu
+    corners = np.array([[0, 0, 0], [ours.shape[0] - 1, 0, 0], [0, ours.shape[1] - 1, 0], [0, 0, ours.shape[2] - 1]])
+    for index in corners:
+        point = ours.index_to_lps(index[None])[0]
+        itk_index = image.TransformPhysicalPointToIndex(point.tolist())
+        assert np.allclose(image.TransformIndexToPhysicalPoint(itk_index), point, atol=1e-3)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = np.array(image.GetSpacing())
+    origin = np.array(image.GetOrigin())
+    itk_affine = np.eye(4)
+    itk_affine[:3, :3] = direction * spacing  # columns: x, y, z index steps
+    itk_affine[:3, 3] = origin
+    # Our (k, j, i) index -> ITK (x=i, y=j, z=k') index through both affines.
+    k, j, i = np.indices(ours.shape).reshape(3, -1)
+    lps = ours.index_to_lps(np.column_stack([k, j, i]))
+    itk_index = np.rint(np.linalg.solve(itk_affine[:3, :3], (lps - origin).T).T).astype(int)
+    assert np.allclose(itk_index @ itk_affine[:3, :3].T + origin, lps, atol=1e-3)
+    values = reference[itk_index[:, 2], itk_index[:, 1], itk_index[:, 0]]
+    assert np.array_equal(values, ours.array.ravel())
+
+
+def test_same_anatomy_in_patient_space_for_every_position(phantom_cache):
+    """The phantom is one patient scanned four ways: HU at the same LPS points must agree."""
+    samples = None
+    for position in ["HFS", "HFP", "FFS", "FFP"]:
+        study = phantom_cache(position=position)
+        ct = load_case(study.folder).ct.hu
+        points = np.array([study.eye_centres["left"], study.eye_centres["right"]])
+        index = np.rint(ct.lps_to_index(points)).astype(int)
+        values = ct.array[tuple(index.T)]
+        if samples is None:
+            samples = values
+        assert np.allclose(values, samples, atol=60), position  # noise differs, anatomy must not
+        # anterior and superior come from the affine: the eyes are anterior of the head centre
+        centre = ct.index_to_lps(np.array(ct.shape)[None] / 2.0)[0]
+        assert (points.mean(axis=0) - centre) @ ANTERIOR > 40
+        assert abs((points[0] - points[1]) @ SUPERIOR) < 5
+
+
+def test_rescale_and_unsigned_storage(phantom_cache):
+    signed = load_case(phantom_cache(stored_dtype="int16").folder).ct
+    unsigned = load_case(phantom_cache(stored_dtype="uint16").folder).ct
+    assert unsigned.stored.dtype == np.uint16 and signed.stored.dtype == np.int16
+    assert np.all(unsigned.intercept == -1024)
+    assert np.allclose(unsigned.hu.array, signed.hu.array, atol=1.0)
+    assert unsigned.hu.array.min() >= -1024 - 1e-3
+
+
+def test_sorting_ignores_instance_number_and_file_names(phantom_cache, tmp_path):
+    study = phantom_cache(position="FFS")
+    folder = copy_study(study, tmp_path / "shuffled")
+    reference = load_case(study.folder).ct.hu.array
+    files = sorted((folder).rglob("*.dcm"))
+    rng = np.random.default_rng(1)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        if ds.Modality == "CT":
+            ds.InstanceNumber = int(rng.integers(1, 1000))
+            ds.save_as(path)
+            path.rename(path.with_name(f"x{rng.integers(1e9)}.dcm"))
+    assert np.array_equal(load_case(folder).ct.hu.array, reference)
+
+
+def _ct_files(folder):
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if ds.Modality == "CT":
+                out.append((float(np.dot(ds.ImagePositionPatient, [0, 0, 1])), path))
+    return [p for _, p in sorted(out)]
+
+
+def test_missing_slice_is_named(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "gap")
+    files = _ct_files(folder)
+    files[10].unlink()
+    with pytest.raises(InputError, match=r"1 slice\(s\) missing between"):
+        load_case(folder)
+
+
+def test_non_uniform_spacing_is_refused(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "uneven")
+    path = _ct_files(folder)[20]
+    ds = pydicom.dcmread(path)
+    position = [float(v) for v in ds.ImagePositionPatient]
+    position[2] += 1.0
+    ds.ImagePositionPatient = position
+    ds.save_as(path)
+    with pytest.raises(InputError, match="non-uniform slice spacing"):
+        load_case(folder)
+
+
+def test_gantry_tilt_is_refused(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "tilt")
+    for n, path in enumerate(_ct_files(folder)):
+        ds = pydicom.dcmread(path)
+        position = [float(v) for v in ds.ImagePositionPatient]
+        position[1] += n * 0.5  # sheared stack, as a tilted gantry produces
+        ds.ImagePositionPatient = position
+        ds.GantryDetectorTilt = 9.5
+        ds.save_as(path)
+    with pytest.raises(InputError, match="gantry tilt"):
+        load_case(folder)
+
+
+def test_truncated_ct_file_is_named(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "truncated")
+    path = _ct_files(folder)[5]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=path.name):
+        load_case(folder)
+
+
+def test_compressed_transfer_syntax_is_decoded(phantom, tmp_path):
+    from pydicom.uid import RLELossless
+
+    folder = copy_study(phantom, tmp_path / "rle")
+    for path in _ct_files(folder):
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    assert np.array_equal(load_case(folder).ct.hu.array, load_case(phantom.folder).ct.hu.array)

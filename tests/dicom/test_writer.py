@@ -1,0 +1,140 @@
+"""Write-back: identity round trip, linked references, valid IODs, exact ROI changes, dose dtype."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+from deface_ts.dicom.case import load_case
+from deface_ts.dicom.uids import UidMap
+from deface_ts.dicom.writer import Changes, write_case
+from deface_ts.output import atomic_output
+from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch
+from tests.conftest import tree_digest
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory, phantom_cache):
+    study = phantom_cache()
+    case = load_case(study.folder)
+    out = tmp_path_factory.mktemp("identity") / "out"
+    written = write_case(case, Changes(), out)
+    return study, case, written, load_case(out)
+
+
+def test_identity_round_trip_is_bit_identical(identity):
+    _, case, written, again = identity
+    assert np.array_equal(again.ct.stored, case.ct.stored)
+    assert again.ct.stored.dtype == case.ct.stored.dtype
+    for before, after in zip(case.structures.rois, again.structures.rois):
+        assert before.name == after.name
+        a = before.contour.get("ContourSequence", []) if before.contour else []
+        b = after.contour.get("ContourSequence", []) if after.contour else []
+        assert [list(c.ContourData) for c in a] == [list(c.ContourData) for c in b]
+    for d0, d1 in zip(case.doses, again.doses):
+        assert np.array_equal(d0.stored, d1.stored) and d0.stored.dtype == d1.stored.dtype
+        assert d0.scaling == d1.scaling
+
+
+def test_new_uids_and_every_reference_resolves(identity):
+    _, case, written, again = identity
+    old_sops = {ds.SOPInstanceUID for ds in case.ct.datasets}
+    new_sops = {ds.SOPInstanceUID for ds in again.ct.datasets}
+    assert not old_sops & new_sops
+    assert again.files.series_uid != case.files.series_uid
+    assert again.files.frame_of_reference == case.files.frame_of_reference
+    for ds in again.ct.datasets:
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    # RTSTRUCT → new CT (series and every contour image), RTPLAN → RTSTRUCT, RTDOSE → RTPLAN
+    rs = again.structures.dataset
+    series = rs.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == again.files.series_uid
+    for item in rs.ROIContourSequence:
+        for contour in item.get("ContourSequence", []):
+            for image in contour.get("ContourImageSequence", []):
+                assert image.ReferencedSOPInstanceUID in new_sops
+    assert again.plan.dataset.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
+    assert again.doses[0].dataset.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == again.plan.dataset.SOPInstanceUID
+    assert not again.files.warnings
+    # no old SOP Instance UID survives anywhere in the new RT objects
+    for path in [written.rtstruct, written.rtplan, *written.doses]:
+        text = path.read_bytes()
+        for uid in list(old_sops)[:20] + [case.structures.dataset.SOPInstanceUID]:
+            assert uid.encode() not in text
+
+
+@requires_dciodvfy
+def test_written_objects_are_valid(identity, tmp_path):
+    study, case, written, _ = identity
+    for original, new in [(study.ct_files[0], written.ct_files[0]), (study.rtstruct_file, written.rtstruct),
+                          (study.rtplan_file, written.rtplan), (study.rtdose_file, written.doses[0])]:
+        before = set(e.split(" ", 1)[-1] for e in dciodvfy_errors(original, tmp_path))
+        after = [e for e in dciodvfy_errors(new, tmp_path) if e.split(" ", 1)[-1] not in before]
+        assert after == [], new
+
+
+def test_changes_write_exactly_what_changed(phantom, tmp_path):
+    case = load_case(phantom.folder)
+    ct = case.ct.hu
+    mask = np.zeros(ct.shape, dtype=bool)
+    mask[20:30, 10:40, 40:90] = True
+    body = [r for r in case.structures.rois if r.role == "body"][0]
+    new_body = body.mask.full(ct.shape) & ~mask
+    dose_zero = np.zeros(case.doses[0].stored.shape, dtype=bool)
+    dose_zero[:5] = True
+    changes = Changes(ct_mask=mask, ct_hu=-1000.0, rois={body.number: new_body}, dose_zero=[dose_zero], defaced=True)
+    write_case(case, changes, tmp_path / "out", UidMap("test"))
+    again = load_case(tmp_path / "out")
+    assert np.all(again.ct.hu.array[mask] == -1000)
+    assert np.array_equal(again.ct.stored[~mask], case.ct.stored[~mask])
+    new_roi = again.structures.get(body.name)
+    assert np.array_equal(new_roi.mask.full(ct.shape), new_body)
+    for item in again.structures.dataset.ROIContourSequence:
+        for contour in item.get("ContourSequence", []):
+            assert int(contour.NumberOfContourPoints) * 3 == len(contour.ContourData)
+    # untouched ROIs keep their ContourData exactly; the body keeps unchanged slices exactly
+    for before in case.structures.rois:
+        if before.number != body.number and before.contour is not None:
+            after = again.structures.get(before.name)
+            assert [list(c.ContourData) for c in before.contour.ContourSequence] == \
+                [list(c.ContourData) for c in after.contour.ContourSequence]
+    unchanged = [c for c, k in zip(body.contour.ContourSequence, body.contour_slices) if k is not None and not 20 <= k < 30]
+    after_data = [list(c.ContourData) for c in new_roi.contour.ContourSequence]
+    assert all(list(c.ContourData) in after_data for c in unchanged)
+    d0, d1 = case.doses[0], again.doses[0]
+    assert d1.stored.dtype == d0.stored.dtype and d1.dataset.BitsAllocated == d0.dataset.BitsAllocated
+    assert np.all(d1.stored[:5] == 0) and np.array_equal(d1.stored[5:], d0.stored[5:])
+    ds = again.ct.datasets[0]
+    assert ds.ImageType[0] == "DERIVED" and ds.RecognizableVisualFeatures == "NO"
+    assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113102"
+
+
+def test_stored_values_clip_to_the_stored_range(phantom_cache, tmp_path):
+    case = load_case(phantom_cache(stored_dtype="uint16").folder)
+    mask = np.zeros(case.ct.hu.shape, dtype=bool)
+    mask[5, :4, :4] = True
+    write_case(case, Changes(ct_mask=mask, ct_hu=-5000.0), tmp_path / "out")
+    again = load_case(tmp_path / "out")
+    assert again.ct.stored.dtype == np.uint16
+    assert np.all(again.ct.stored[mask] == 0)  # -5000 HU clipped to stored 0 (= -1024 HU)
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output(out, [tmp_path / "input"]) as tmp:
+            (tmp / "partial.dcm").write_text("x")
+            raise RuntimeError("boom")
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+@requires_plastimatch
+def test_plastimatch_reads_written_set(identity, tmp_path):
+    _, case, written, _ = identity
+    plastimatch_convert(["--input", str(written.folder), "--output-img", str(tmp_path / "ct.nii.gz"),
+                         "--output-prefix", str(tmp_path / "ss"), "--prefix-format", "nii.gz", "--xor-contours"])
+    plastimatch_convert(["--input", str(written.doses[0]), "--output-img", str(tmp_path / "dose.nii.gz")])
+    assert (tmp_path / "ct.nii.gz").exists() and (tmp_path / "dose.nii.gz").exists()
+    assert len(list((tmp_path / "ss").glob("*.nii.gz"))) >= 15

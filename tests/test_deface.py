@@ -1,0 +1,222 @@
+"""`deface-ts deface` with the eye-landmark method: removal, protection, RT consistency, fail-closed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deface_ts import nifti
+from deface_ts.cli import main
+from deface_ts.config import load_config
+from deface_ts.dicom.case import load_case
+from deface_ts.errors import PrivacyError
+from deface_ts.pipeline import deface
+from deface_ts.segment.eyes import is_eye_name
+from deface_ts.config import EyesConfig
+from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
+from tests.conftest import tree_digest
+
+
+@pytest.fixture(scope="module")
+def defaced(phantom_cache, tmp_path_factory):
+    """Each position defaced once with the default (full) region."""
+    results = {}
+    for position in ("HFS", "HFP", "FFS"):
+        study = phantom_cache(position=position)
+        out = tmp_path_factory.mktemp("deface") / position
+        before = tree_digest(study.folder)
+        report = deface(study.folder, out, load_config())
+        assert tree_digest(study.folder) == before
+        results[position] = (study, out, report, load_case(study.folder), load_case(out / "dicom"))
+    return results
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP", "FFS"])
+def test_face_removed_targets_kept(defaced, position):
+    study, out, report, before, after = defaced[position]
+    ct0, ct1 = before.ct.hu, after.ct.hu
+    removal = nifti.load(out / "nifti" / "removal_mask.nii.gz").array > 0
+    # the face is air now: nose tip, eye centres
+    for point in [study.nose_tip, study.eye_centres["left"], study.eye_centres["right"]]:
+        index = tuple(np.rint(ct1.lps_to_index(np.asarray(point)[None])[0]).astype(int))
+        assert ct0.array[index] > -400 and ct1.array[index] == -1000
+    # everything outside the removal is bit-identical
+    assert np.array_equal(after.ct.stored[~removal], before.ct.stored[~removal])
+    # the PTV reaching into the face keeps every voxel, in the CT and in the RTSTRUCT
+    ptv_name = study.roi_names["ptv_face"]
+    ptv = before.structures.get(ptv_name).mask.full(ct0.shape)
+    assert (ptv & np.asarray(nifti.load(out / "nifti" / "protection_mask.nii.gz").array > 0)).sum() == ptv.sum()
+    assert np.array_equal(ct1.array[ptv], ct0.array[ptv])
+    entry = next(r for r in report["rois"] if r["name"] == ptv_name)
+    assert entry["status"] == "protected" and entry["preserved_ratio"] == 1.0
+    assert report["removed"]["kept_by_protection_voxels"][ptv_name] > 0  # it really reached into the face
+    assert list(after.structures.get(ptv_name).contour.ContourSequence) == list(before.structures.get(ptv_name).contour.ContourSequence)
+    # the brain is never removed
+    brain = next(r for r in report["rois"] if r["name"] == study.roi_names["brain"])
+    assert brain["preserved_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP", "FFS"])
+def test_body_follows_new_skin_and_eyes_vanish(defaced, position):
+    study, out, report, before, after = defaced[position]
+    removal = nifti.load(out / "nifti" / "removal_mask.nii.gz").array > 0
+    body_name = study.roi_names["body"]
+    body0 = before.structures.get(body_name).mask.full(before.ct.hu.shape)
+    body1 = after.structures.get(body_name).mask.full(before.ct.hu.shape)
+    assert np.array_equal(body1, body0 & ~removal)
+    assert report["body_volume_cc"]["after"] < report["body_volume_cc"]["before"]
+    eye = next(r for r in report["rois"] if r["name"] == study.roi_names["eye_left"])
+    assert eye["status"] == "removed" and eye["voxels_after"] == 0
+    assert study.roi_names["eye_left"] in [r.name for r in after.structures.rois]  # the entry is kept
+    for item in after.structures.dataset.ROIContourSequence:
+        for contour in item.get("ContourSequence", []):
+            assert int(contour.NumberOfContourPoints) * 3 == len(contour.ContourData)
+
+
+@pytest.mark.parametrize("position", ["HFS", "FFS"])
+def test_dose_zero_in_removed_region_identical_elsewhere(defaced, position):
+    study, out, report, before, after = defaced[position]
+    removal = nifti.load(out / "nifti" / "removal_mask.nii.gz")
+    d0, d1 = before.doses[0], after.doses[0]
+    in_removed = resample_nearest(removal, d0.gy) > 0
+    assert in_removed.any() and np.all(d1.stored[in_removed] == 0)
+    assert np.array_equal(d1.stored[~in_removed], d0.stored[~in_removed])
+    assert d1.stored.dtype == d0.stored.dtype and d1.scaling == d0.scaling
+    assert report["dose"][0]["max_dose_removed_gy"] > 0
+
+
+def test_same_removal_in_patient_space_for_every_position(defaced):
+    reference = nifti.load(defaced["HFS"][1] / "nifti" / "removal_mask.nii.gz")
+    for position in ("HFP", "FFS"):
+        other = nifti.load(defaced[position][1] / "nifti" / "removal_mask.nii.gz")
+        moved = resample_nearest(other, reference) > 0
+        ref = reference.array > 0
+        assert 2 * (moved & ref).sum() / (moved.sum() + ref.sum()) > 0.99, position
+
+
+@requires_dciodvfy
+def test_outputs_valid_and_linked(defaced, tmp_path):
+    study, out, report, before, after = defaced["HFS"]
+    files = [sorted((out / "dicom" / "CT").iterdir())[0], out / "dicom" / "RTSTRUCT.dcm",
+             out / "dicom" / "RTPLAN.dcm", out / "dicom" / "RTDOSE_1.dcm"]
+    originals = [study.ct_files[0], study.rtstruct_file, study.rtplan_file, study.rtdose_file]
+    for original, new in zip(originals, files):
+        known = {e.split(" ", 1)[-1] for e in dciodvfy_errors(original, tmp_path)}
+        assert [e for e in dciodvfy_errors(new, tmp_path) if e.split(" ", 1)[-1] not in known] == []
+    assert report["post_check"]["passed"] and report["post_check"]["references_resolved"]
+    assert after.ct.datasets[0].RecognizableVisualFeatures == "NO"
+    assert not set(report["output"]["uids"].values()) & set(report["output"]["uids"].keys())
+
+
+@requires_plastimatch
+def test_plastimatch_reads_defaced_set(defaced, tmp_path):
+    _, out, _, _, _ = defaced["HFP"]
+    plastimatch_convert(["--input", str(out / "dicom"), "--output-img", str(tmp_path / "ct.nii.gz"),
+                         "--output-prefix", str(tmp_path / "ss"), "--prefix-format", "nii.gz", "--xor-contours"])
+    plastimatch_convert(["--input", str(out / "dicom" / "RTDOSE_1.dcm"), "--output-img", str(tmp_path / "d.nii.gz")])
+    assert (tmp_path / "ct.nii.gz").exists() and (tmp_path / "d.nii.gz").exists()
+
+
+def test_report_contents(defaced):
+    _, out, report, _, _ = defaced["HFS"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["method"] == "eyes" and saved["region"] == "full"
+    assert len(saved["landmarks"]["eye_centres_mm"]) == 2 and saved["landmarks"]["chin_found"]
+    assert saved["removed"]["tissue_volume_cc"] > 10
+    assert set(saved["timings_s"]) >= {"load", "segment", "plan", "apply", "write", "verify"}
+    assert saved["config"]["protect"]["roles"] == ["ptv", "ctv", "gtv"]
+    assert "pydicom" in saved["versions"]
+
+
+def test_upper_region_is_defacert_box(phantom_cache, tmp_path):
+    study = phantom_cache()
+    report = deface(study.folder, tmp_path / "out", load_config(None, {"region.kind": "upper"}))
+    ct = load_case(tmp_path / "out" / "dicom").ct.hu
+    index = tuple(np.rint(ct.lps_to_index(np.asarray(study.nose_tip)[None])[0]).astype(int))
+    assert ct.array[index] > -400  # defaceRT's box leaves the lower nose
+    assert report["region"] == "upper"
+    lowest = report["landmarks"]["inferior_eye_mm"]
+    removal = nifti.load(tmp_path / "out" / "nifti" / "removal_mask.nii.gz")
+    k = np.argwhere(removal.array > 0)
+    assert removal.index_to_lps(k)[:, 2].min() >= lowest - 5.0 - 1e-3
+
+
+def test_no_eye_roi_fails_cleanly(phantom_cache, tmp_path, capsys):
+    study = phantom_cache(include_eyes=False)
+    before = tree_digest(study.folder)
+    assert main(["deface", str(study.folder), str(tmp_path / "out")]) == 6
+    err = capsys.readouterr().err
+    assert "no eye ROI found" in err and study.roi_names["body"] in err and "Nothing was written" in err
+    assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
+
+
+@pytest.mark.parametrize(
+    "name, eye",
+    [("Eye_L", True), ("Eye Lt", True), ("Globe_R", True), ("OPTIC GLOBE L", True), ("Orbit_R", True),
+     ("EYE LEFT", True), ("eyes", True), ("Lens_L", False), ("Eye_L_PRV", False), ("z_eye_ring", False),
+     ("OpticNerve_L", False), ("Eye_L+3mm", False), ("Cornea_R", False), ("Brainstem", False), ("Eyebrow", False)],
+)
+def test_eye_name_rules(name, eye):
+    assert is_eye_name(name, EyesConfig()) is eye
+
+
+def test_legacy_names_and_protect_pattern(phantom_cache, tmp_path):
+    study = phantom_cache(roi_naming="legacy")
+    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--protect", "^mandible$|mandible",
+                 "--protect-margin", "2"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    mandible = next(r for r in report["rois"] if "mandible" in r["name"].lower())
+    assert mandible["status"] == "protected" and mandible["preserved_ratio"] == 1.0
+    assert report["config"]["protect"]["margin_mm"] == 2.0
+
+
+def test_noise_matched_fill(phantom_cache, tmp_path):
+    study = phantom_cache()
+    deface(study.folder, tmp_path / "out", load_config(None, {"fill.noise": True}))
+    ct = nifti.load(tmp_path / "out" / "nifti" / "ct_defaced.nii.gz").array
+    removal = nifti.load(tmp_path / "out" / "nifti" / "removal_mask.nii.gz").array > 0
+    values = ct[removal]
+    assert values.std() > 1.0 and abs(values.mean() + 1000) < 5 and values.max() < -400
+
+
+def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
+    study = phantom_cache()
+    assert main(["convert", str(study.folder), str(tmp_path / "nii")]) == 0
+    sidecar = json.loads((tmp_path / "nii" / "convert.json").read_text())
+    files = {r["name"]: tmp_path / "nii" / r["file"] for r in sidecar["rois"]}
+    ct = nifti.load(tmp_path / "nii" / "ct.nii.gz")
+    eyes = (nifti.load(files[study.roi_names["eye_left"]]).array > 0) | (nifti.load(files[study.roi_names["eye_right"]]).array > 0)
+    nifti.save(ct.with_array(eyes.astype(np.uint8)), tmp_path / "eyes.nii.gz")
+    ptv = files[study.roi_names["ptv_face"]]
+    out = tmp_path / "out"
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(out), "--eyes-mask", str(tmp_path / "eyes.nii.gz"),
+                 "--protect-mask", str(ptv)]) == 0
+    defaced_ct = nifti.load(out / "ct_defaced.nii.gz")
+    removal = nifti.load(out / "removal_mask.nii.gz").array > 0
+    ptv_mask = nifti.load(ptv).array > 0
+    assert removal.any() and not (removal & ptv_mask).any()
+    assert np.array_equal(defaced_ct.array[~removal], ct.array[~removal])
+    assert json.loads((out / "report.json").read_text())["post_check"]["passed"]
+    # without landmarks: the same clean error, nothing written
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2")]) == 3
+    assert "--eyes-mask" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    empty = tmp_path / "empty.nii.gz"
+    nifti.save(ct.with_array(np.zeros(ct.shape, np.uint8)), empty)
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out3"), "--eyes-mask", str(empty)]) == 6
+    assert "eye mask is empty" in capsys.readouterr().err and not (tmp_path / "out3").exists()
+
+
+def test_post_check_fails_closed_on_leftover_face(defaced):
+    from deface_ts.plan import RemovalPlan
+    from deface_ts.verify import post_check_volume
+    from deface_ts.segment.eyes import RoiEyeLocator
+
+    study, out, report, before, after = defaced["HFS"]
+    rule = (nifti.load(out / "nifti" / "removal_mask.nii.gz").array).astype(np.uint8)
+    plan = RemovalPlan(rule, np.zeros(rule.shape, bool), {}, None)
+    location = RoiEyeLocator(before.structures, load_config().eyes).locate(before.ct.hu)
+    assert post_check_volume(after.ct.hu, before.ct.hu, plan, location, load_config())["passed"]
+    with pytest.raises(PrivacyError, match="body voxels remain"):
+        post_check_volume(before.ct.hu, before.ct.hu, plan, location, load_config())  # the un-defaced CT
