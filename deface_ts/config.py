@@ -20,7 +20,7 @@ from deface_ts.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Eye ROI names seen in practice: Eye_L, Eye Lt, Globe_R, "OPTIC GLOBE L", Orbit_R, "EYE LEFT", Bulbus_L.
-DEFAULT_EYE_INCLUDE = [r"(^|[^a-z])(eye|eyes|globe|orbit|bulbus)([^a-z]|$)", r"^(eye|globe|orbit)"]
+DEFAULT_EYE_INCLUDE = [r"(^|[^a-z])(l|r|lt|rt|left|right)?(eye|globe|orbit|bulbus)(s|l|r|lt|rt|left|right)?([^a-z]|$)"]
 # Lenses, corneas, retinas, PRVs, rings and helper structures (z_..., "opt ...") are not the eyeball.
 DEFAULT_EYE_EXCLUDE = [
     r"lens", r"cornea", r"retina", r"prv", r"ring", r"nerve", r"nrv", r"chiasm", r"^z", r"^x_", r"^opt[_ ]",

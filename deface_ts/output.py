@@ -17,11 +17,10 @@ def check_output(output: Path, inputs: list[Path], overwrite: bool) -> None:
     out = Path(output).resolve()
     for source in inputs:
         src = Path(source).resolve()
-        folder = src if src.is_dir() else src.parent
-        if out == folder or folder in out.parents:
-            raise OutputError(f"{output}: output lies inside the input folder {folder}; choose a folder outside it")
-        if src.is_dir() and out in src.parents:
-            raise OutputError(f"{output}: output folder contains the input {src}; choose another folder")
+        if src.is_dir() and (out == src or src in out.parents):
+            raise OutputError(f"{output}: output lies inside the input folder {src}; choose a folder outside it")
+        if out == src or out in src.parents:
+            raise OutputError(f"{output}: output folder would contain the input {src}; choose another folder")
     if out.exists():
         if not out.is_dir():
             raise OutputError(f"{output}: exists and is not a folder")

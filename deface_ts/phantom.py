@@ -22,7 +22,7 @@ ORIENTATIONS = {
 }
 
 EYE_CENTRES = {"left": np.array([32.0, -54.0, 0.0]), "right": np.array([-32.0, -54.0, 0.0])}
-NOSE_TIP = np.array([0.0, -98.5, -30.0])
+NOSE_TIP = np.array([0.0, -96.0, -30.0])  # 4 mm under the skin of the nose tip
 # Midline skin profile (LPS y of the skin at x = 0) as a function of z: chin, lips, nose base, nasion, brow.
 _PROFILE_Z = (-100, -93, -85, -70, -62, -57, -52, -46, -40, -4, 5, 25)
 _PROFILE_Y = (-40, -76, -85, -84, -88, -84, -88, -86, -83, -80, -84, -84)
@@ -131,20 +131,24 @@ def anatomy(x: np.ndarray, y: np.ndarray, z: float, noise: np.ndarray | None = N
     outer = _ell(x, y, zz, (0, 10, 30), (71, 91, 91))
     eyes = {side: ((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) for side, c in EYE_CENTRES.items()}
     orbit = np.minimum(eyes["left"], eyes["right"])
-    skull_level = z > -14
+    skull_level = z > -20
+    # The cranial floor: anterior fossa on the orbital roofs, middle/posterior fossae lower down.
+    floor = np.where(y < -15, 16.0, -16.0)
     if skull_level:
-        skull = (outer <= 1) & (inner > 1) & (orbit > 18.5**2)
+        skull = (outer <= 1) & (inner > 1) & (z > floor - 4)  # the face below the forehead has no vault
         hu[skull] = 1100.0
         hu[skull & (_ell(x, y, zz, (0, 10, 30), (68.5, 88.5, 88.5)) <= 1)] = 500.0  # diploe
-        brain = (inner <= 1) & (orbit > 20**2) & (z > -12) & (z < 118)
+        base = (inner <= 1) & (z > floor - 4) & (z <= floor)
+        hu[base] = 900.0
+        brain = (inner <= 1) & (z > floor) & (z < 118)
         hu[brain] = 35.0
         masks["brain"] = brain
     else:
         masks["brain"] = np.zeros_like(body)
     # orbits: fat with a bony wall, open to the front
-    orbit_fat = (orbit <= 18**2) & body & (y > -62)
+    orbit_fat = (orbit <= 18**2) & body & (y > -62) & (z < 12)
     hu[orbit_fat] = -80.0
-    orbit_wall = (orbit > 18**2) & (orbit <= 20**2) & (y > -62) & body
+    orbit_wall = (orbit > 18**2) & (orbit <= 20**2) & (y > -62) & body & (z < 12)
     hu[orbit_wall] = 900.0
     for side, c in EYE_CENTRES.items():
         eye = eyes[side] <= 12.0**2
@@ -197,8 +201,8 @@ def anatomy(x: np.ndarray, y: np.ndarray, z: float, noise: np.ndarray | None = N
     masks["ctv"] = (_ell(x, y, zz, (8, -58, -24), (15, 22, 13)) <= 1) & body
     masks["gtv"] = (_ell(x, y, zz, (8, -58, -24), (10, 13, 9)) <= 1) & body
     masks["ptv_neck"] = (_ell(x, y, zz, (-32, 2, -105), (14, 16, 20)) <= 1) & body
-    if noise is not None:
-        hu[body] += noise[body]
+    if noise is not None:  # scanner noise everywhere, air included, as in real CT
+        hu += noise
     return hu, masks
 
 

@@ -15,8 +15,8 @@ would keep the face's relief, shifted), and changes two things:
 * below the eyes it continues down the same plane over the nose, lips and chin,
   to the slice where the midline skin profile falls behind the plane for good
   (the chin–neck angle) plus a margin, so that a surface render shows no face;
-* above the eyes it removes only what lies in front of the cranial cavity: skin,
-  soft tissue and frontal bone connected to the outside air, never tissue the
+* from the eyes up it removes only what lies in front of the cranial cavity: skin,
+  soft tissue, eyes and bone connected to the outside air, never tissue the
   skull encloses. defaceRT's box takes ~47 cc of frontal lobe here.
 """
 
@@ -121,7 +121,11 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     if idx.size == 0:
         raise PrivacyError("eye landmarks are empty; cannot locate the face")
     a_mid = (a[idx[:, 1].min()] + a[idx[:, 1].max()]) / 2.0
-    cut = _index_at_or_above(a, a_mid - config.plane_offset_mm + 1e-6)  # strictly anterior of the plane
+    # The plane passes through the AP midpoint (defaceRT), and never in front of an eye's centre voxel,
+    # so the landmarks themselves are always inside the region (the post-check demands it).
+    centres = [float(a[int(np.rint(np.mean(np.argwhere(view.view(e.mask))[:, 1])))]) for e in location.eyes]
+    a_mid = min([a_mid, *centres])
+    cut = _index_at_or_above(a, a_mid - config.plane_offset_mm)  # voxels on the plane are removed too
     s_inf, s_sup = int(idx[:, 0].min()), int(idx[:, 0].max())
     s_low_eye = _index_at_or_above(s, s[s_inf] - eye_margin_mm)
     mid_l = float(np.mean(l[idx[:, 2]]))
@@ -135,14 +139,12 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         lower, chin_found = _chin_limit(body_view, view, cut, s_inf, mid_l, config)
         rule[lower:s_low_eye, cut:, :] = 3
         rule[s_low_eye : s_sup + 1, cut:, :] = 1
-        if s_sup + 1 < rule.shape[0]:
-            forehead = rule[s_sup + 1 :, cut:, :]
-            if config.keep_brain:
-                hu_slab = view.view(ct.array)[s_sup + 1 :, cut:, :]
-                inside = _cranial_cavity(hu_slab, body_view[s_sup + 1 :, cut:, :], config.bone_hu)
-                forehead[~inside] = 2
-            else:
-                forehead[:] = 2
+        rule[s_sup + 1 :, cut:, :] = 2
+        if config.keep_brain:
+            # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
+            hu_slab = view.view(ct.array)[s_low_eye:, cut:, :]
+            inside = _cranial_cavity(hu_slab, body_view[s_low_eye:, cut:, :], config.bone_hu)
+            rule[s_low_eye:, cut:, :][inside] = 0
     landmarks = Landmarks(
         eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
         cut_plane_anterior_mm=round(float(a_mid - config.plane_offset_mm), 2),
@@ -161,7 +163,9 @@ def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) 
     labels, _ = ndimage.label(~sealed)
     outside_labels = np.unique(labels[~body_slab & ~sealed])
     enclosed = (labels > 0) & ~np.isin(labels, outside_labels[outside_labels > 0])
-    return enclosed
+    # Voxels the closing bridged over are kept when they border the cavity (thin brain between bone).
+    bridged = sealed & ~bone & ndimage.binary_dilation(enclosed, iterations=2)
+    return enclosed | bridged
 
 
 def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:

@@ -167,7 +167,7 @@ def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None =
     for ds in [case.ct.datasets[0], *others]:
         uids.new(ds.SOPInstanceUID)
         uids.new(ds.SeriesInstanceUID)
-    ct_files = write_ct(case, changes, folder / "CT", uids)
+    ct_files = write_ct(case, changes, folder, uids)
     rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids) if case.structures else None
     rtplan = None
     if case.plan is not None:

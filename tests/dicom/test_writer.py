@@ -10,7 +10,8 @@ from deface_ts.dicom.case import load_case
 from deface_ts.dicom.uids import UidMap
 from deface_ts.dicom.writer import Changes, write_case
 from deface_ts.output import atomic_output
-from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch
+from deface_ts import nifti
+from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
 from tests.conftest import tree_digest
 
 
@@ -135,6 +136,10 @@ def test_plastimatch_reads_written_set(identity, tmp_path):
     _, case, written, _ = identity
     plastimatch_convert(["--input", str(written.folder), "--output-img", str(tmp_path / "ct.nii.gz"),
                          "--output-prefix", str(tmp_path / "ss"), "--prefix-format", "nii.gz", "--xor-contours"])
-    plastimatch_convert(["--input", str(written.doses[0]), "--output-img", str(tmp_path / "dose.nii.gz")])
-    assert (tmp_path / "ct.nii.gz").exists() and (tmp_path / "dose.nii.gz").exists()
+    plastimatch_convert(["--input-dose-img", str(written.doses[0]), "--output-dose-img", str(tmp_path / "dose.nii.gz")])
     assert len(list((tmp_path / "ss").glob("*.nii.gz"))) >= 15
+    ct = nifti.load(tmp_path / "ct.nii.gz")
+    assert np.array_equal(resample_nearest(ct, case.ct.hu), case.ct.hu.array)
+    dose = nifti.load(tmp_path / "dose.nii.gz")
+    ours = case.doses[0].gy
+    assert np.allclose(resample_nearest(dose, ours), ours.array, atol=1e-3 * ours.array.max())
