@@ -29,13 +29,15 @@ def main() -> None:
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / "deface-ts-bench"
     study = phantom(work / "study")
     files = sorted(p for p in study.rglob("*.dcm"))
+    print(f"phantom: {study} ({len(files)} files)")
     stages = Stages()
 
     floor = Stages()
     with floor.stage("floor: pydicom read + decode"):
         datasets = [pydicom.dcmread(p) for p in files]
         for ds in datasets:
-            ds.pixel_array
+            if "PixelData" in ds:
+                ds.pixel_array
     out = work / "floor-out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()

@@ -20,7 +20,7 @@ from deface_ts.volume import Volume
 class Applied:
     """The defaced case as changes for the writer, plus what the report needs."""
 
-    hu: np.ndarray  # defaced HU (float32, CT grid)
+    hu: np.ndarray  # defaced HU (CT grid, same dtype as the loaded HU)
     changes: Changes
     rois: list[dict] = field(default_factory=list)
     doses: list[dict] = field(default_factory=list)
@@ -51,7 +51,7 @@ def apply_plan(case: Case, plan: RemovalPlan, body: np.ndarray, protected_names:
     ct = case.ct.hu
     removed = plan.removed
     hu = ct.array.copy()
-    hu[removed] = fill_values(ct.array, removed, body, config)
+    hu[removed] = np.rint(fill_values(ct.array, removed, body, config))
     changes = Changes(ct_mask=removed, ct_hu=hu, defaced=True)
     applied = Applied(hu, changes)
     voxel_cc = float(np.prod(ct.spacing)) / 1000.0

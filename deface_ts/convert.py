@@ -24,20 +24,10 @@ def safe_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def ct_hu_volume(case: Case) -> Volume:
-    """HU as int16 when the rescale gives whole numbers (it nearly always does), else float32."""
-    hu = case.ct.hu
-    if np.all(case.ct.slope == 1.0) and np.all(case.ct.intercept == np.round(case.ct.intercept)):
-        lo, hi = float(hu.array.min()), float(hu.array.max())
-        if lo >= -32768 and hi <= 32767:
-            return hu.with_array(hu.array.astype(np.int16))
-    return hu
-
-
 def write_nifti_set(case: Case, folder: Path, ct: Volume | None = None, masks: dict[int, np.ndarray] | None = None) -> dict:
     """Write CT, ROI masks and doses as NIfTI into ``folder``; return the sidecar dictionary."""
     folder.mkdir(parents=True, exist_ok=True)
-    ct = ct if ct is not None else ct_hu_volume(case)
+    ct = ct if ct is not None else case.ct.hu  # int16 HU when exact, see dicom.ct
     nifti.save(ct, folder / "ct.nii.gz")
     sidecar: dict = {"ct": "ct.nii.gz", "rois": [], "doses": []}
     if case.structures is not None:

@@ -17,7 +17,6 @@ import numpy as np
 from deface_ts import __version__, nifti
 from deface_ts.apply import apply_plan, fill_values
 from deface_ts.config import Config
-from deface_ts.convert import ct_hu_volume
 from deface_ts.dicom.case import Case, load_case
 from deface_ts.dicom.uids import UidMap
 from deface_ts.dicom.writer import write_case
@@ -66,7 +65,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         with timer.stage("write"):
             written = write_case(case, applied.changes, tmp / "dicom", UidMap(config.output.uid_salt))
             if config.output.nifti:
-                write_nifti_outputs(tmp / "nifti", ct.with_array(applied.hu), plan, hu_dtype=ct_hu_volume(case).array.dtype)
+                write_nifti_outputs(tmp / "nifti", ct.with_array(applied.hu), plan, hu_dtype=ct.array.dtype)
         with timer.stage("verify"):
             check = post_check(tmp / "dicom", case, plan, location, config) if config.post_check else {"skipped": True}
         report = build_report(case, location, plan, applied, config, timer, check)
@@ -178,7 +177,7 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
         plan = plan_removal(ct, body, location, protected, config)
     with timer.stage("apply"):
         hu = ct.array.copy()
-        hu[plan.removed] = fill_values(ct.array, plan.removed, body, config)
+        hu[plan.removed] = np.rint(fill_values(ct.array, plan.removed, body, config))
     with atomic_output(output, [input], overwrite) as tmp:
         with timer.stage("write"):
             integer = np.all(np.mod(ct.array, 1) == 0)

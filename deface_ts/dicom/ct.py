@@ -31,7 +31,7 @@ class CtSeries:
     slope, intercept
         Per-slice RescaleSlope / RescaleIntercept (PS3.3 C.11.1.1.2).
     hu
-        Hounsfield units as float32 on the CT grid.
+        Hounsfield units on the CT grid: int16 when exact, else float32. Do not modify in place.
     """
 
     files: list[DicomFile]
@@ -133,6 +133,26 @@ def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray,
     return files, orientation, positions[0], step
 
 
+def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """HU = stored * slope + intercept, as int16 when that is exact (nearly always), else float32.
+
+    int16 halves the memory of the largest array in the pipeline, and for int16
+    data with intercept 0 the stored array itself is used, without a copy.
+    """
+    if np.all(slope == 1.0) and np.all(intercept == intercept[0]) and float(intercept[0]).is_integer():
+        shift = int(intercept[0])
+        low, high = int(stored.min()) + shift, int(stored.max()) + shift
+        if -32768 <= low and high <= 32767 and int(stored.max()) <= 32767:
+            if stored.dtype == np.int16 and shift == 0:
+                return stored
+            hu = stored.astype(np.int16)
+            hu += np.int16(shift)
+            return hu
+    hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    hu += intercept[:, None, None].astype(np.float32)
+    return hu
+
+
 def load_ct(files: list[DicomFile]) -> CtSeries:
     """Load a CT series: sort by geometry, decode pixels, apply the rescale."""
     files, orientation, origin, step = slice_geometry(files)
@@ -154,12 +174,7 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     stored = np.stack(arrays)
     slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
     intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
-    if np.all(slope == 1.0) and np.all(intercept == intercept[0]):
-        hu = stored.astype(np.float32)
-        hu += np.float32(intercept[0])
-    else:
-        hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
-        hu += intercept[:, None, None].astype(np.float32)
+    hu = _hounsfield(stored, slope, intercept)
     spacing = datasets[0].PixelSpacing
     affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
     return CtSeries(files, datasets, stored, slope, intercept, Volume(hu, affine))

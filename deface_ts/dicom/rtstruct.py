@@ -15,7 +15,6 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from skimage.draw import polygon as fill_polygon
 from skimage.measure import approximate_polygon, find_contours
 
 from deface_ts.dicom.study import DicomFile
@@ -109,7 +108,19 @@ class Structures:
         raise KeyError(name)
 
 
+_CONTOUR_DATA = 0x30060050
+
+
 def _contour_points(item: Dataset) -> np.ndarray:
+    """ContourData as an (N, 3) array.
+
+    Parsed straight from the raw DS bytes when pydicom has not converted them
+    yet: building one DSfloat object per coordinate costs ~10x the whole load.
+    """
+    raw = item.get_item(_CONTOUR_DATA)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        return np.array(value.decode("ascii").split("\\"), dtype=np.float64).reshape(-1, 3)
     return np.asarray(item.ContourData, dtype=float).reshape(-1, 3)
 
 
@@ -156,7 +167,7 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
     slices: list[int | None] = []
     outside = 0
     for contour in item.ContourSequence:
-        if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR" or "ContourData" not in contour:
+        if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR" or _CONTOUR_DATA not in contour:
             slices.append(None)
             continue
         index = ct.lps_to_index(_contour_points(contour))
@@ -179,10 +190,38 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
     if hi[1] <= lo[1] or hi[2] <= lo[2]:
         return empty, slices, problems + ["contours lie outside the CT field of view"]
     box = np.zeros(tuple(h - l for l, h in zip(lo, hi)), dtype=bool)
+    by_slice: dict[int, list[np.ndarray]] = {}
     for k, points in polygons:
-        rr, cc = fill_polygon(points[:, 0] - lo[1], points[:, 1] - lo[2], shape=box.shape[1:])
-        box[k - lo[0], rr, cc] ^= True  # even-odd: an inner contour cuts a hole
+        by_slice.setdefault(k, []).append(points - [lo[1], lo[2]])
+    for k, rings in by_slice.items():
+        box[k - lo[0]] = fill_even_odd(rings, box.shape[1:])
     return RoiMask(lo, box), slices, problems
+
+
+def fill_even_odd(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels whose centre lies inside an odd number of the closed (row, column) rings.
+
+    A scanline fill over all rings of a slice at once, so inner contours cut
+    holes (PS3.3 C.8.8.6.3). Written here because skimage.draw.polygon fills one
+    ring at a time and tests every pixel of its box against every vertex, ~50x
+    slower on 1 mm BODY contours.
+    """
+    rows, cols = shape
+    starts = np.concatenate(rings)
+    ends = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    r0, c0, r1, c1 = starts[:, 0], starts[:, 1], ends[:, 0], ends[:, 1]
+    low, high = np.minimum(r0, r1), np.maximum(r0, r1)
+    first = np.clip(np.ceil(low), 0, rows).astype(np.int64)  # half-open [low, high): each vertex counted once
+    last = np.clip(np.ceil(high), 0, rows).astype(np.int64)
+    count = np.maximum(last - first, 0)
+    edge = np.repeat(np.arange(len(r0)), count)
+    row = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + first[edge]
+    t = (row - r0[edge]) / (r1[edge] - r0[edge])
+    col = c0[edge] + t * (c1[edge] - c0[edge])
+    toggle = np.clip(np.floor(col).astype(np.int64) + 1, 0, cols)  # pixels right of the crossing flip
+    parity = np.zeros((rows, cols + 1), dtype=np.int32)
+    np.add.at(parity, (row, toggle), 1)
+    return (np.cumsum(parity, axis=1)[:, :cols] & 1).astype(bool)
 
 
 def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:

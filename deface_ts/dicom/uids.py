@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -22,6 +23,10 @@ def shallow_copy(ds: Dataset) -> Dataset:
         for element in ds.file_meta:
             out.file_meta.add(element)
     out.preamble = getattr(ds, "preamble", None)
+    # Keep the read encoding so pydicom writes unchanged raw elements as they are, unparsed.
+    out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
+    if hasattr(ds, "_parent_encoding"):  # a sequence item inherits its parent's character set (pydicom 3)
+        out._parent_encoding = ds._parent_encoding
     return out
 
 
@@ -52,13 +57,25 @@ class UidMap:
         values are shared, not duplicated); sequences are rebuilt.
         """
         out = shallow_copy(ds)
-        for element in ds:
+        for tag, raw in ds.items():
+            # Look at the VR without converting the value: converting every DS of an
+            # RTSTRUCT's ContourData into Python objects costs seconds per study.
+            vr = raw.VR or _dictionary_vr(tag)
+            if vr not in ("UI", "SQ"):
+                continue
+            element = ds[tag]
             if element.VR == "UI" and element.value:
                 values = element.value if element.VM > 1 else [element.value]
                 new = [self.get(v) for v in values]
                 if new != [str(v) for v in values]:
-                    out[element.tag] = DataElement(element.tag, "UI", new if element.VM > 1 else new[0])
+                    out[tag] = DataElement(tag, "UI", new if element.VM > 1 else new[0])
             elif element.VR == "SQ":
-                items = Sequence([self.remap(item) for item in element.value])
-                out[element.tag] = DataElement(element.tag, "SQ", items)
+                out[tag] = DataElement(tag, "SQ", Sequence([self.remap(item) for item in element.value]))
         return out
+
+
+def _dictionary_vr(tag) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:  # private or unknown tags carry no UIDs we map
+        return None
