@@ -30,7 +30,7 @@ from scipy import ndimage
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.segment.base import FaceLocation
-from deface_ts.volume import AnatomicalView, Volume
+from deface_ts.volume import ANTERIOR, AnatomicalView, Volume
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -58,14 +58,14 @@ class RemovalPlan:
     kept_by: dict[str, int]  # ROI name → region voxels it kept
     landmarks: Landmarks
     notes: list[str] = field(default_factory=list)
+    removed: np.ndarray = field(init=False, repr=False)  # bool: region minus protected, computed once
+
+    def __post_init__(self) -> None:
+        self.removed = (self.rule > 0) & ~self.protected
 
     @property
     def region(self) -> np.ndarray:
         return self.rule > 0
-
-    @property
-    def removed(self) -> np.ndarray:
-        return (self.rule > 0) & ~self.protected
 
 
 def body_from_hu(hu: np.ndarray, threshold: float) -> np.ndarray:
@@ -123,7 +123,7 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     a_mid = (a[idx[:, 1].min()] + a[idx[:, 1].max()]) / 2.0
     # The plane passes through the AP midpoint (defaceRT), and never in front of an eye's centre voxel,
     # so the landmarks themselves are always inside the region (the post-check demands it).
-    centres = [float(a[int(np.rint(np.mean(np.argwhere(view.view(e.mask))[:, 1])))]) for e in location.eyes]
+    centres = [float(a[np.argmin(np.abs(a - e.centre_mm @ ANTERIOR))]) for e in location.eyes]
     a_mid = min([a_mid, *centres])
     cut = _index_at_or_above(a, a_mid - config.plane_offset_mm)  # voxels on the plane are removed too
     s_inf, s_sup = int(idx[:, 0].min()), int(idx[:, 0].max())

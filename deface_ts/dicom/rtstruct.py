@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 from pydicom.sequence import Sequence
 from skimage.measure import approximate_polygon, find_contours
 
 from deface_ts.dicom.study import DicomFile
+from deface_ts.dicom.uids import same_encoding
 from deface_ts.errors import InputError
 from deface_ts.volume import Volume
 
@@ -241,37 +244,47 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
     return polygons
 
 
-def _format_points(points: np.ndarray) -> list[str]:
-    return [f"{v:.3f}" for v in points.ravel()]
+def _contour_data(points: np.ndarray, encoding: tuple[bool, bool]) -> RawDataElement:
+    """ContourData (DS, mm with 3 decimals) built as raw bytes.
+
+    Going through pydicom's DS objects costs ~10 µs per coordinate, seconds for
+    a re-contoured BODY; the raw element is written as it is.
+    """
+    text = "\\".join(map("{:.3f}".format, points.ravel().tolist())).encode("ascii")
+    if len(text) % 2:
+        text += b" "  # DS values are padded to even length with a space (PS3.5 6.2)
+    return RawDataElement(BaseTag(_CONTOUR_DATA), "DS", len(text), text, 0, *encoding)
 
 
-def _new_contours(mask_slice: np.ndarray, k: int, ct: Volume, sop_uid: str) -> list[Dataset]:
+def _new_contours(mask_slice: np.ndarray, k: int, ct: Volume, sop_uid: str, like: Dataset) -> list[Dataset]:
     items = []
     for polygon in contour_slice(mask_slice):
         points = ct.index_to_lps(np.column_stack([np.full(len(polygon), float(k)), polygon]))
         image = Dataset()
         image.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         image.ReferencedSOPInstanceUID = sop_uid
-        contour = Dataset()
+        contour = same_encoding(Dataset(), like)
         contour.ContourImageSequence = Sequence([image])
         contour.ContourGeometricType = "CLOSED_PLANAR"
         contour.NumberOfContourPoints = len(points)
-        contour.ContourData = _format_points(points)
+        contour[_CONTOUR_DATA] = _contour_data(points, like.original_encoding)
         items.append(contour)
     return items
 
 
-def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str]) -> Dataset:
+def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str], like: Dataset) -> Dataset:
     """A new ROIContourSequence item for ``roi`` whose mask becomes ``new_mask`` (full CT grid).
 
     Contour items of slices whose mask did not change are kept as they are and
     where they were; a changed slice is contoured again from the new mask and
     its new items take the place of its old ones. ``sop_uids`` are the CT
-    slices' SOPInstanceUIDs in sorted order, for ContourImageSequence.
+    slices' SOPInstanceUIDs in sorted order, for ContourImageSequence. New
+    items take the character set and transfer syntax of ``like`` (an item of
+    the same file).
     """
     old = roi.mask.full(ct.shape)
     changed = [int(k) for k in np.flatnonzero(np.any(old != new_mask, axis=(1, 2)))]
-    item = Dataset()
+    item = same_encoding(Dataset(), like)
     if roi.contour is not None:
         for element in roi.contour:
             if element.keyword != "ContourSequence":
@@ -286,11 +299,11 @@ def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str]) -
         if k is None or k not in changed:
             result.append(contour)
         elif k not in done:
-            result += _new_contours(new_mask[k], k, ct, sop_uids[k])
+            result += _new_contours(new_mask[k], k, ct, sop_uids[k], like)
             done.add(k)
     for k in changed:
         if k not in done:
-            result += _new_contours(new_mask[k], k, ct, sop_uids[k])
+            result += _new_contours(new_mask[k], k, ct, sop_uids[k], like)
     if numbered:
         next_number = max((int(c.ContourNumber) for c in originals if "ContourNumber" in c), default=0) + 1
         for contour in result:

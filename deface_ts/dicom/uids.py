@@ -23,11 +23,19 @@ def shallow_copy(ds: Dataset) -> Dataset:
         for element in ds.file_meta:
             out.file_meta.add(element)
     out.preamble = getattr(ds, "preamble", None)
-    # Keep the read encoding so pydicom writes unchanged raw elements as they are, unparsed.
-    out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
-    if hasattr(ds, "_parent_encoding"):  # a sequence item inherits its parent's character set (pydicom 3)
-        out._parent_encoding = ds._parent_encoding
-    return out
+    return same_encoding(out, ds)
+
+
+def same_encoding(new: Dataset, like: Dataset) -> Dataset:
+    """Give ``new`` the read encoding of ``like`` so pydicom writes raw elements as they are.
+
+    Without it pydicom decodes and re-encodes every raw element of the item
+    (seconds for an RTSTRUCT's ContourData).
+    """
+    new.set_original_encoding(*like.original_encoding, like.original_character_set)
+    if hasattr(like, "_parent_encoding"):  # a sequence item inherits its parent's character set (pydicom 3)
+        new._parent_encoding = like._parent_encoding
+    return new
 
 
 class UidMap:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom import config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -130,7 +131,8 @@ def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap) -> Pa
         items = []
         for original, roi in zip(ds.ROIContourSequence, _rois_in_contour_order(case)):
             if roi is not None and roi.number in changes.rois:
-                items.append(uids.remap(recontour(roi, changes.rois[roi.number], case.ct.hu, sop_uids)))
+                item = recontour(roi, changes.rois[roi.number], case.ct.hu, sop_uids, original)
+                items.append(uids.remap(item))
             else:
                 items.append(original)
         _set(ds, "ROIContourSequence", "SQ", Sequence(items))
@@ -158,8 +160,17 @@ def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids
 
 
 def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None = None) -> Written:
-    """Write the derived set into ``folder`` (which the caller made atomic)."""
-    uids = uids or UidMap()
+    """Write the derived set into ``folder`` (which the caller made atomic).
+
+    Value validation is off while writing: every value is either copied from
+    the input (real headers carry malformed dates and the like, which must
+    pass through untouched rather than abort the case) or generated here.
+    """
+    with config.disable_value_validation():
+        return _write_case(case, changes, folder, uids or UidMap())
+
+
+def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap) -> Written:
     # Reserve UIDs of every object first so cross-references resolve whatever the writing order.
     for ds in case.ct.datasets:
         uids.new(ds.SOPInstanceUID)

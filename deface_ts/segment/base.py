@@ -47,8 +47,3 @@ class Locator(Protocol):
 
     def locate(self, ct: Volume) -> FaceLocation: ...
 
-
-def side_of(ct: Volume, mask: np.ndarray, midline_mm: float) -> str:
-    """'left' or 'right' from the patient-left coordinate of the mask's centre (LPS +x is left)."""
-    centre = ct.index_to_lps(np.argwhere(mask).mean(axis=0)[None])[0]
-    return "left" if centre[0] > midline_mm else "right"

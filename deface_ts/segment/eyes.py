@@ -11,7 +11,7 @@ from scipy import ndimage
 from deface_ts.config import EyesConfig
 from deface_ts.dicom.rtstruct import Roi, Structures
 from deface_ts.errors import PrivacyError
-from deface_ts.segment.base import Eye, FaceLocation, side_of
+from deface_ts.segment.base import Eye, FaceLocation
 from deface_ts.volume import Volume
 
 
@@ -26,15 +26,13 @@ def eye_rois(structures: Structures, config: EyesConfig) -> list[Roi]:
     return [r for r in structures.rois if is_eye_name(r.name, config) and r.volume_voxels > 0]
 
 
-def _eyes(ct: Volume, named_masks: list[tuple[str, np.ndarray]]) -> list[Eye]:
-    union = np.zeros(ct.shape, dtype=bool)
-    for _, mask in named_masks:
-        union |= mask
-    midline = float(ct.index_to_lps(np.argwhere(union).mean(axis=0)[None])[0][0])
+def _eyes(ct: Volume, named_masks: list[tuple[str, np.ndarray, np.ndarray]]) -> list[Eye]:
+    """Eyes from (source, full mask, voxel indices); sides from the patient-left coordinate."""
+    centres = [ct.index_to_lps(index.mean(axis=0)[None])[0] for _, _, index in named_masks]
+    midline = float(np.mean([c[0] for c in centres]))
     eyes = []
-    for source, mask in named_masks:
-        centre = ct.index_to_lps(np.argwhere(mask).mean(axis=0)[None])[0]
-        side = side_of(ct, mask, midline) if len(named_masks) > 1 else "unknown"
+    for (source, mask, _), centre in zip(named_masks, centres):
+        side = ("left" if centre[0] > midline else "right") if len(named_masks) > 1 else "unknown"
         eyes.append(Eye(source, side, centre, mask))
     return eyes
 
@@ -57,7 +55,7 @@ class RoiEyeLocator:
                 f"{self.structures.file.path}: no eye ROI found (ROIs seen: {seen}); "
                 "add a name pattern with --eye-pattern or use another method. Nothing was written."
             )
-        eyes = _eyes(ct, [(r.name, r.mask.full(ct.shape)) for r in rois])
+        eyes = _eyes(ct, [(r.name, r.mask.full(ct.shape), np.argwhere(r.mask.array) + r.mask.offset) for r in rois])
         return FaceLocation(self.name, eyes, notes=[f"eye ROIs: {', '.join(r.name for r in rois)}"])
 
 
@@ -75,5 +73,6 @@ class MaskEyeLocator:
             raise PrivacyError(f"{self.source}: eye mask is empty; cannot locate the face. Nothing was written.")
         sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=range(1, count + 1))
         keep = [n + 1 for n in np.argsort(sizes)[::-1][:2] if sizes[n] >= 0.1 * sizes.max()]
-        eyes = _eyes(ct, [(f"{self.source}#{n}", labels == n) for n in keep])
+        blobs = [labels == n for n in keep]
+        eyes = _eyes(ct, [(f"{self.source}#{n}", blob, np.argwhere(blob)) for n, blob in zip(keep, blobs)])
         return FaceLocation(self.name, eyes, notes=[f"eye mask: {self.source} ({len(eyes)} blob(s))"])
