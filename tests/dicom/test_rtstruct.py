@@ -83,3 +83,22 @@ def test_masks_agree_with_plastimatch(phantom, tmp_path):
         assert dice(ours, theirs) >= 0.98, roi.name
         checked += 1
     assert checked >= 15
+
+
+def test_contours_outside_the_ct_are_named_in_a_warning(phantom, tmp_path):
+    from tests.conftest import copy_study
+
+    folder = copy_study(phantom, tmp_path / "outside")
+    path = folder / phantom.rtstruct_file.relative_to(phantom.folder)
+    ds = pydicom.dcmread(path)
+    name = phantom.roi_names["cord"]
+    number = next(int(r.ROINumber) for r in ds.StructureSetROISequence if r.ROIName == name)
+    item = next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == number)
+    contour = item.ContourSequence[0]
+    points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+    points[:, 2] -= 500.0  # far below the first slice
+    contour.ContourData = [f"{v:.3f}" for v in points.ravel()]
+    ds.save_as(path)
+    case = load_case(folder)
+    assert any(name in w and "outside the CT" in w for w in case.warnings)
+    assert case.structures.get(name).volume_voxels > 0
