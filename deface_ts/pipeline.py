@@ -108,7 +108,9 @@ def write_nifti_outputs(folder: Path, defaced: Volume, plan: RemovalPlan, hu_dty
     nifti.save(defaced, folder / "ct_defaced.nii.gz", dtype=hu_dtype)
     removal = np.where(plan.protected, 0, plan.rule).astype(np.uint8)
     nifti.save(defaced.with_array(removal), folder / "removal_mask.nii.gz")
-    nifti.save(defaced.with_array(plan.protected.astype(np.uint8)), folder / "protection_mask.nii.gz")
+    # Labels name the protecting ROI of each voxel (report: "protection_labels"); 0 is unprotected.
+    protection = plan.protected_by if plan.protected_by is not None else plan.protected.astype(np.uint16)
+    nifti.save(defaced.with_array(protection), folder / "protection_mask.nii.gz")
 
 
 def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, applied, config: Config, timer: Timer,
@@ -130,6 +132,8 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
             "tissue_volume_cc": round(int(tissue.sum()) * voxel_cc, 3),
             "by_rule_voxels": rules,
             "kept_by_protection_voxels": plan.kept_by,
+            "protection_labels": {str(k): v for k, v in plan.protection_labels.items()},
+            "rule_labels": {str(k): v for k, v in RULES.items()},
         },
         "config": config.to_dict(),
         "timings_s": timer.seconds,

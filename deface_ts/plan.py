@@ -59,6 +59,8 @@ class RemovalPlan:
     landmarks: Landmarks
     notes: list[str] = field(default_factory=list)
     removed: np.ndarray = field(init=False, repr=False)  # bool: region minus protected, computed once
+    protected_by: np.ndarray | None = field(default=None, repr=False)  # uint16 label of the protecting ROI
+    protection_labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.removed = (self.rule > 0) & ~self.protected
@@ -198,8 +200,15 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
     grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}
+    labels: dict[int, str] = {}
+    protected_by = np.zeros(ct.shape, dtype=np.uint16)  # per voxel: the first protecting ROI (1-based)
     region = rule > 0
-    for name, mask in grown:
-        kept_by[name] = int((mask & region & ~protected_any).sum())
+    for number, (name, mask) in enumerate(grown, start=1):
+        first = mask & ~protected_any
+        kept_by[name] = int((first & region).sum())
+        protected_by[first] = number
+        labels[number] = name
         protected_any |= mask
-    return RemovalPlan(rule, protected_any, kept_by, landmarks)
+    plan = RemovalPlan(rule, protected_any, kept_by, landmarks)
+    plan.protected_by, plan.protection_labels = protected_by, labels
+    return plan

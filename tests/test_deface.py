@@ -47,7 +47,10 @@ def test_face_removed_targets_kept(defaced, position):
     # the PTV reaching into the face keeps every voxel, in the CT and in the RTSTRUCT
     ptv_name = study.roi_names["ptv_face"]
     ptv = before.structures.get(ptv_name).mask.full(ct0.shape)
-    assert (ptv & np.asarray(nifti.load(out / "nifti" / "protection_mask.nii.gz").array > 0)).sum() == ptv.sum()
+    labels = nifti.load(out / "nifti" / "protection_mask.nii.gz").array
+    assert (ptv & (labels > 0)).sum() == ptv.sum()
+    names = report["removed"]["protection_labels"]
+    assert {names[str(int(v))] for v in np.unique(labels[ptv])} == {ptv_name}  # provenance: kept by the PTV
     assert np.array_equal(ct1.array[ptv], ct0.array[ptv])
     entry = next(r for r in report["rois"] if r["name"] == ptv_name)
     assert entry["status"] == "protected" and entry["preserved_ratio"] == 1.0
