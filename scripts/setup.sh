@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything deface-ts and its tests need on a fresh Debian/Ubuntu machine:
-# Debian tools used as independent checkers (dicom3tools, dcmtk, plastimatch) and a
-# virtual environment .venv with the package and its test extras. Safe to re-run.
+# Installs everything deface-ts and its tests need on a fresh Debian/Ubuntu machine. Safe to re-run.
+#  - Debian tools used as independent checkers (dicom3tools, dcmtk, plastimatch) and Mesa's offscreen
+#    OpenGL (EGL, OSMesa) for VTK renders without an X server;
+#  - a virtual environment .venv with the package, its test extras, the TotalSegmentator backend on the
+#    CPU torch wheel (never a CUDA build), and the privacy extra (renderer and face detectors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,9 @@ need_apt=()
 command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
 command -v dcmdump >/dev/null || need_apt+=(dcmtk)
 command -v plastimatch >/dev/null || need_apt+=(plastimatch)
+for lib in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+  dpkg -s "$lib" >/dev/null 2>&1 || need_apt+=("$lib")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -16,10 +21,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
+TORCH=${DEFACE_TS_TORCH:-torch==2.13.0}  # the CPU wheel on this disk; a GPU machine may set a CUDA build
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=.venv/.deface-ts-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  pip=(.venv/bin/python -m pip install -q)
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[test]"
+  "${pip[@]}" "$TORCH"
+  pin=$(mktemp)
+  .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$pin"
+  "${pip[@]}" -c "$pin" -e ".[test,totalseg]"
+  # TotalSegmentator pulls PyPI's torchvision (a CUDA build), which breaks beside the CPU torch and is not
+  # needed: deface-ts registers nnU-Net's trainer classes itself (deface_ts/segment/totalseg.py).
+  .venv/bin/python -m pip uninstall -q -y torchvision 2>/dev/null || true
+  # A second step: TotalSegmentator's preview dependency (fury) caps vtk below 9.4, whose wheels lack
+  # offscreen EGL/OSMesa; deface-ts never uses fury.
+  "${pip[@]}" -c "$pin" -e ".[privacy]"
+  "${pip[@]}" --no-deps mediapipe==0.10.21
+  rm -f "$pin"
   touch "$stamp"
 fi

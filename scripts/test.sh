@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+DEFACE_TS_REQUIRE_EXTRAS=1 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,216 @@
+"""Surface renders of the phantom: geometry, both backends, immobilisation stripping, fail-closed checks.
+
+The renders are real: VTK offscreen (EGL/OSMesa) and the numpy ray caster, of
+the phantom written to DICOM and read back. Set DEFACE_TS_RENDER_PNG to a folder
+to keep the PNGs for a look.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from deface_ts import render
+from deface_ts.dicom.ct import load_ct
+from deface_ts.dicom.study import discover, select
+from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
+from deface_ts.render import BlankRenderError, Render, render_views, strip_immobilisation
+from deface_ts.volume import ANTERIOR, LEFT, SUPERIOR, AnatomicalView, Volume
+
+#: 1 mm pixels and 2 mm slices: fine enough for a face a detector recognises (the 2 mm/3 mm suite default is not).
+FACE_PHANTOM = dict(rows=256, columns=256, pixel_spacing=1.0, slices=120, slice_thickness=2.0)
+BACKENDS = ["vtk", "numpy"]
+
+
+def needs_backend(backend: str) -> None:
+    """Skip when VTK is not installed; fail when it is installed but cannot open an offscreen context."""
+    if backend == "vtk":
+        pytest.importorskip("vtk")
+        assert render.vtk_available(), "vtk is installed but found no offscreen OpenGL (apt: libegl1 libegl-mesa0 " \
+                                       "libgl1-mesa-dri, or libosmesa6)"
+
+
+def load_phantom_ct(study) -> Volume:
+    """The phantom's CT read back from its DICOM files (the path a real case takes)."""
+    return load_ct(select(discover(study.folder)).ct).hu
+
+
+@pytest.fixture(scope="session")
+def face_ct(phantom_cache) -> Volume:
+    return load_phantom_ct(phantom_cache(**FACE_PHANTOM))
+
+
+def save_png(renders: dict[float, Render], name: str) -> None:
+    folder = os.environ.get("DEFACE_TS_RENDER_PNG")
+    if not folder:
+        return
+    from PIL import Image
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for angle, view in renders.items():
+        Image.fromarray(view.image).save(Path(folder) / f"{name}_{view.backend}_{angle:+04.0f}.png")
+
+
+# ------------------------------------------------------------------------------ phantom modifications
+def deface_box(ct: Volume, chin_mm: float = -100.0) -> Volume:
+    """The face region set to air: anterior of the coronal plane through the eye centres, chin to top."""
+    eye_anterior = float(EYE_CENTRES["left"] @ ANTERIOR)
+    hu = ct.array.copy()
+    hu[(ct.axis_coordinate(ANTERIOR) > eye_anterior) & (ct.axis_coordinate(SUPERIOR) > chin_mm)] = -1000.0
+    return ct.with_array(hu)
+
+
+def shave(ct: Volume, depth_mm: float = 5.0, chin_mm: float = -100.0, threshold: float = -300.0) -> Volume:
+    """A deliberately bad defacing: the outermost ``depth_mm`` of the face seen from the front becomes air."""
+    view = AnatomicalView.of(ct)
+    hu = ct.array.copy()
+    body = view.view(hu) > threshold
+    anterior = view.coordinates[1]
+    front = anterior[body.shape[1] - 1 - np.argmax(body[:, ::-1, :], axis=1)]  # most anterior tissue per (S, L)
+    cut = (anterior[None, :, None] > front[:, None, :] - depth_mm) & body.any(axis=1)[:, None, :]
+    cut &= (view.coordinates[0] > chin_mm)[:, None, None]
+    view.view(hu)[cut] = -1000.0  # the view is a numpy view of hu
+    return ct.with_array(hu)
+
+
+def add_shell_and_couch(ct: Volume, gap_mm: float = 4.0, thickness_mm: float = 2.5) -> Volume:
+    """A perforated thermoplastic shell ``gap_mm`` in front of the skin, a base plate joining it to a couch."""
+    hu = ct.array.copy()
+    body = hu > -300
+    outside = ndimage.distance_transform_edt(~body, sampling=ct.spacing)
+    anterior, left, superior = (ct.axis_coordinate(d) for d in (ANTERIOR, LEFT, SUPERIOR))
+    holes = (np.mod(left, 10.0) - 5.0) ** 2 + (np.mod(superior, 10.0) - 5.0) ** 2 < 2.0**2
+    shell = (outside > gap_mm) & (outside <= gap_mm + thickness_mm) & (anterior > -10.0) & ~holes
+    hu[shell] = 120.0
+    back = float(anterior[body].min())  # most posterior skin (anterior coordinate)
+    couch = (anterior < back - 30.0) & (anterior > back - 42.0)
+    hu[couch] = 250.0
+    # base plate: two 4 mm struts from the shell's lateral edge down to the couch
+    plate = (np.abs(np.abs(left) - 95.0) < 2.0) & (anterior < -5.0) & (anterior > back - 31.0) & ~body
+    hu[plate] = 200.0
+    return ct.with_array(hu)
+
+
+# ------------------------------------------------------------------------------ geometry
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frontal_render_is_upright_and_back_projects_to_the_nose(face_ct, backend):
+    needs_backend(backend)
+    views = render_views(face_ct, angles=(0.0, 90.0), backend=backend)
+    save_png(views, "phantom")
+    front = views[0.0]
+    assert front.backend == backend and front.image.dtype == np.uint8 and front.image.shape[2] == 3
+    # the most anterior skin point is the nose tip; it back-projects to the phantom's nose
+    row, col = np.unravel_index(np.nanargmin(front.depth), front.depth.shape)
+    nose = front.pixel_to_lps([[col, row]])[0]
+    assert np.linalg.norm(nose - NOSE_TIP) < 5.0, nose
+    # upright: the eyes are above the nose; we face the patient: their left is on the image's right
+    eyes = front.lps_to_pixel(np.array([EYE_CENTRES["right"], EYE_CENTRES["left"]]))
+    assert eyes[:, 1].max() < front.lps_to_pixel(NOSE_TIP[None])[0, 1]
+    assert eyes[0, 0] < eyes[1, 0]
+    # profile from the patient's left: the nose points to the image's left, the back of the head to the right
+    side = views[90.0]
+    assert side.lps_to_pixel(NOSE_TIP[None])[0, 0] < side.lps_to_pixel(np.array([[0.0, 90.0, -30.0]]))[0, 0]
+    # every hit pixel maps onto a point on the skin (within a voxel of the threshold surface)
+    points = front.points[front.mask]
+    index = np.rint(face_ct.lps_to_index(points[:: max(1, len(points) // 2000)])).astype(int)
+    inside = np.all((index >= 0) & (index < np.array(face_ct.shape)), axis=1)
+    body = ndimage.binary_dilation(face_ct.array > -300, iterations=2)
+    assert body[tuple(index[inside].T)].mean() > 0.97
+
+
+def test_vtk_and_numpy_backends_agree(face_ct):
+    needs_backend("vtk")
+    angles = render.DEFAULT_ANGLES
+    by_vtk = render_views(face_ct, angles=angles, backend="vtk")
+    by_numpy = render_views(face_ct, angles=angles, backend="numpy")
+    for angle in angles:
+        a, b = by_vtk[angle], by_numpy[angle]
+        assert a.depth.shape == b.depth.shape
+        both = a.mask & b.mask
+        assert both.sum() / (a.mask | b.mask).sum() > 0.97  # silhouettes
+        assert np.median(np.abs(a.depth[both] - b.depth[both])) < 0.5  # mm
+
+
+@pytest.mark.parametrize("position", ["HFP", "FFS", "FFP"])
+def test_same_render_for_every_patient_position(position):
+    """The camera comes from the affine: a prone or feet-first scan renders the same face."""
+    small = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0)
+    views = {}
+    for pos in ("HFS", position):
+        hu, _, affine = evaluate(PhantomOptions(position=pos, **small))
+        views[pos] = render_views(Volume(hu, affine), angles=(0.0, 45.0), backend="numpy")
+    for angle in (0.0, 45.0):
+        a, b = views["HFS"][angle], views[position][angle]
+        assert a.depth.shape == b.depth.shape and np.allclose(a.origin, b.origin)
+        both = a.mask & b.mask
+        assert (a.mask ^ b.mask).sum() < 0.002 * a.mask.size
+        assert np.median(np.abs(a.depth[both] - b.depth[both])) < 0.3
+        assert np.abs(a.image.astype(int) - b.image).mean() < 2.0
+
+
+# ------------------------------------------------------------------------------ immobilisation
+def test_strip_immobilisation_removes_shell_and_couch(face_ct):
+    masked = add_shell_and_couch(face_ct)
+    body = face_ct.array > -300
+    stripped = strip_immobilisation(masked.array, masked.spacing)
+    shell_and_couch = (masked.array > -300) & ~body
+    assert shell_and_couch.sum() > 50_000
+    assert (stripped & shell_and_couch).sum() < 0.001 * shell_and_couch.sum()
+    assert (stripped & body).sum() > 0.995 * body.sum()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stripped_render_shows_the_skin_not_the_shell(face_ct, backend):
+    needs_backend(backend)
+    masked = add_shell_and_couch(face_ct)
+    plain = render_views(face_ct, angles=(0.0,), backend=backend)
+    stripped = render_views(masked, backend=backend, frame=plain)[0.0]
+    raw = render_views(masked, backend=backend, strip=False, frame=plain)[0.0]
+    plain = plain[0.0]
+    save_png({0.0: stripped}, "shell_stripped")
+    save_png({0.0: raw}, "shell_raw")
+    face = plain.mask & stripped.mask & raw.mask
+    along = [view.depth[face] + view.origin @ view.ray for view in (plain, stripped, raw)]  # same rays, any plane
+    assert np.median(np.abs(along[1] - along[0])) < 0.3
+    assert np.median(along[0] - along[2]) > 3.0  # unstripped, the shell hides the skin
+
+
+# ------------------------------------------------------------------------------ fail closed
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_blank_volume_raises(backend):
+    needs_backend(backend)
+    air = Volume(np.full((20, 30, 30), -1000.0, dtype=np.float32), np.diag([2.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(BlankRenderError):
+        render_views(air, angles=(0.0,), backend=backend)
+
+
+def test_uniform_render_raises():
+    depth = np.full((50, 60), 10.0, dtype=np.float32)
+    flat = Render(0.0, np.full((50, 60, 3), 128, np.uint8), depth, np.zeros(3), np.array([1.0, 0, 0]),
+                  np.array([0, 0, -1.0]), np.array([0, 1.0, 0]), 1.0, "numpy")
+    with pytest.raises(BlankRenderError, match="uniform"):
+        render.check_not_blank(flat)
+    empty = Render(0.0, flat.image, np.full_like(depth, np.nan), flat.origin, flat.right, flat.down, flat.ray,
+                   1.0, "numpy")
+    with pytest.raises(BlankRenderError, match="no surface"):
+        render.check_not_blank(empty)
+
+
+def test_auto_falls_back_to_numpy_when_vtk_fails(monkeypatch):
+    hu, _, affine = evaluate(PhantomOptions(rows=96, columns=96, pixel_spacing=2.5, slices=40, slice_thickness=4.0))
+    ct = Volume(hu, affine)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no OpenGL")
+
+    monkeypatch.setattr(render, "_render_vtk", broken)
+    views = render_views(ct, angles=(0.0,), backend="auto")
+    assert views[0.0].backend == "numpy"
+    with pytest.raises(RuntimeError):
+        render_views(ct, angles=(0.0,), backend="vtk")
+    with pytest.raises(ValueError):
+        render_views(ct, backend="opengl")
