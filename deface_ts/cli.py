@@ -41,6 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
     _deface_options(demo, for_demo=True)
 
+    models = sub.add_parser("models", help="TotalSegmentator weights: status, import, licence")
+    models.add_argument("--home", type=Path, help="TotalSegmentator home (default: $TOTALSEG_HOME_DIR or ~/.totalsegmentator)")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    status = models_sub.add_parser("status", help="tasks present, where, licence, usage statistics")
+    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    imp = models_sub.add_parser("import", help="copy weights from a zip or folder into the weights folder")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--overwrite", action="store_true", help="replace models already present")
+    licence = models_sub.add_parser("licence", help="record the licence number of the face task (offline)")
+    licence.add_argument("number")
+
+    evaluate = sub.add_parser("evaluate", help="privacy and utility over original/defaced pairs")
+    evaluate.add_argument("output", type=Path, help="folder for results.json, results.csv and summary.html")
+    evaluate.add_argument("--pairs", type=Path, help="CSV with columns original, defaced, patient[, scan]")
+    evaluate.add_argument("--originals", type=Path, help="folder of original case folders (with --defaced)")
+    evaluate.add_argument("--defaced", type=Path, help="folder of defaced case folders, matched by name")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
     phantom = sub.add_parser("phantom", help="write a synthetic head-and-neck DICOM-RT study")
     phantom.add_argument("output", type=Path)
     phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
@@ -54,7 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False) -> None:
     parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
-    parser.add_argument("--method", choices=["eyes"], help="face locator (default from the config: eyes)")
+    parser.add_argument("--method", choices=["auto", "eyes", "face", "union", "render"],
+                        help="face locator (default from the config: auto, the strongest available)")
+    parser.add_argument("--verify", choices=["enforce", "report", "off"],
+                        help="render the result and look for a face (default enforce: a face fails the case)")
+    parser.add_argument("--device", help="TotalSegmentator device: auto, cpu, gpu or gpu:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for TotalSegmentator")
     parser.add_argument("--region", choices=["full", "upper"], help="full face (default) or defaceRT's upper box")
     parser.add_argument("--protect", action="append", default=[], metavar="REGEX",
                         help="also protect ROIs whose name matches (repeatable), e.g. '^brain$'")
@@ -79,6 +102,9 @@ def _config(args: argparse.Namespace):
     base = load_config(args.config)
     overrides = {
         "method": args.method,
+        "verify.mode": args.verify,
+        "totalseg.device": args.device,
+        "totalseg.threads": args.threads,
         "region.kind": args.region,
         "protect.margin_mm": args.protect_margin,
         "fill.hu": args.fill_hu,
@@ -102,6 +128,7 @@ def _print_report(report: dict) -> None:
             print(f"  ROI {roi['name']}: {roi['status']} ({roi['preserved_ratio']:.3f} preserved)")
     check = report["post_check"]
     print("  post-check: " + ("passed" if check.get("passed") else "SKIPPED"))
+    print(f"  verify: {report['verify']['status']}")
     print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
 
 
@@ -143,6 +170,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"phantom study: {study.folder}")
         report = deface(study.folder, args.output / "defaced", _config(args), overwrite=True)
         _print_report(report)
+    elif args.command == "models":
+        _models(args)
+    elif args.command == "evaluate":
+        from deface_ts.evaluate import evaluate, pairs_from_roots, read_pairs
+        from deface_ts.errors import InputError
+
+        if args.pairs is not None:
+            pairs = read_pairs(args.pairs)
+        elif args.originals is not None and args.defaced is not None:
+            pairs = pairs_from_roots(args.originals, args.defaced)
+        else:
+            raise InputError("evaluate needs --pairs CSV, or --originals and --defaced folders")
+        results = evaluate(pairs, args.output, overwrite=args.overwrite)
+        print(f"evaluated {len(pairs)} pair(s): {args.output / 'summary.html'}")
     elif args.command == "phantom":
         from deface_ts.phantom import PhantomOptions, write_phantom_study
 
@@ -153,6 +194,33 @@ def _run(args: argparse.Namespace) -> int:
         study = write_phantom_study(args.output, options)
         print(study.folder)
     return 0
+
+
+def _models(args: argparse.Namespace) -> None:
+    import os
+
+    from deface_ts import models
+
+    if args.home is not None:
+        os.environ["TOTALSEG_HOME_DIR"] = str(args.home)
+    if args.models_command == "status":
+        status = models.status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+            return
+        print(f"weights folder: {status['weights_dir']}")
+        for name, task in status["tasks"].items():
+            state = "ready" if name in status["available"] else ("complete" if task["complete"] else "missing")
+            licence = " (licensed)" if task["licensed"] else ""
+            print(f"  {name:22s} dataset {task['dataset']}{licence}: {state}  {task['folder']}")
+        print(f"licence: {status['licence']}; usage statistics: {status['usage_statistics']}")
+        print(f"TotalSegmentator {status['totalsegmentator_version']}, torch {status['torch_version']}")
+    elif args.models_command == "import":
+        imported = models.import_weights(args.path, overwrite=args.overwrite)
+        print(f"imported: {', '.join(imported)} into {models.weights_dir()}")
+    elif args.models_command == "licence":
+        path = models.set_licence(args.number)
+        print(f"licence recorded in {path} (usage statistics off)")
 
 
 if __name__ == "__main__":

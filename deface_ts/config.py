@@ -67,13 +67,41 @@ class OutputConfig:
 
 
 @dataclass
+class TotalSegConfig:
+    """TotalSegmentator backend (methods face, union; eyes without eye ROIs)."""
+
+    device: str = "auto"  # auto | cpu | gpu | gpu:N
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    home: str | None = None  # TotalSegmentator home (weights, licence); None: $TOTALSEG_HOME_DIR or ~/.totalsegmentator
+    crop: bool = True  # segment only the head (for face: its front), then paste back
+    face_margin_mm: float = 5.0  # the face mask is grown by this much, then filled to the front of the image
+    keep_models: bool = True  # keep networks loaded between the cases of one process
+
+
+@dataclass
+class VerifyConfig:
+    """Render the defaced skin and look for a face; a valid detection fails the case."""
+
+    mode: str = "enforce"  # enforce: a face found fails the case; report: record what is seen; off
+    backend: str = "auto"  # auto (VTK offscreen, else numpy ray caster) | vtk | numpy
+    detectors: list[str] = field(default_factory=list)  # empty: every packaged detector that runs here
+    min_detectors: int = 2  # at least this many detectors must be available, or the case fails
+    agreement: int = 2  # a face found by this many detectors at one place fails the case ...
+    single_score: float = 0.95  # ... and so does one detection this confident on its own
+    angles: list[float] = field(default_factory=lambda: [0.0, 30.0, -30.0, 45.0, -45.0])
+    pictures: bool = True  # QC pictures (renders before/after, slices, dose) in the output's qc/ folder
+
+
+@dataclass
 class Config:
-    method: str = "eyes"
+    method: str = "auto"  # auto | eyes | face | union | render
     eyes: EyesConfig = field(default_factory=EyesConfig)
     region: RegionConfig = field(default_factory=RegionConfig)
     protect: ProtectConfig = field(default_factory=ProtectConfig)
     fill: FillConfig = field(default_factory=FillConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    totalseg: TotalSegConfig = field(default_factory=TotalSegConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     post_check: bool = True
 
     def to_dict(self) -> dict:
@@ -81,7 +109,10 @@ class Config:
 
 
 _CHOICES = {
-    "method": ("eyes",),
+    "method": ("eyes", "face", "union", "render", "auto"),
+    "verify.mode": ("enforce", "report", "off"),
+    "verify.backend": ("auto", "vtk", "numpy"),
+    "verify.detectors": ("mtcnn", "mediapipe", "dlib_hog", "haar"),
     "region.kind": ("full", "upper"),
     "protect.roles": ("body", "ptv", "ctv", "gtv", "oar", "other"),
 }

@@ -1,7 +1,9 @@
 """The deface pipeline, top to bottom: discover → load → segment → plan → apply → write → verify → report.
 
 Everything is written into a temporary folder and checked there; the output
-folder appears only when every check passed (fail closed on privacy).
+folder appears only when every check passed (fail closed on privacy): the
+post-check re-reads the written files, and the visual verification renders the
+written skin and runs face detectors on it.
 """
 
 from __future__ import annotations
@@ -14,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from deface_ts import __version__, nifti
+from deface_ts import __version__, models, nifti
 from deface_ts.apply import apply_plan, fill_values
 from deface_ts.config import Config
 from deface_ts.dicom.case import Case, load_case
 from deface_ts.dicom.uids import UidMap
 from deface_ts.dicom.writer import write_case
-from deface_ts.errors import InputError
+from deface_ts.errors import InputError, PrivacyError
 from deface_ts.output import atomic_output
 from deface_ts.plan import RULES, RemovalPlan, body_from_hu, plan_removal
 from deface_ts.segment.base import FaceLocation, Locator
-from deface_ts.segment.eyes import MaskEyeLocator, RoiEyeLocator
-from deface_ts.verify import post_check, post_check_volume
+from deface_ts.segment.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
+from deface_ts.verify import post_check, post_check_volume, visual_check
 from deface_ts.volume import Volume
 
 
@@ -54,7 +56,8 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         case = load_case(Path(input), series_uid)
     ct = case.ct.hu
     with timer.stage("segment"):
-        location = make_locator(case, config).locate(ct)
+        locator = make_locator(config, structures=case.structures)
+        location = locator.locate(ct)
     with timer.stage("plan"):
         body = body_mask(case, config)
         protected = protected_rois(case, config)
@@ -66,19 +69,89 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
             written = write_case(case, applied.changes, tmp / "dicom", UidMap(config.output.uid_salt))
             if config.output.nifti:
                 write_nifti_outputs(tmp / "nifti", ct.with_array(applied.hu), plan, hu_dtype=ct.array.dtype)
+        with timer.stage("post_check"):
+            reread = load_case(tmp / "dicom")
+            check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
         with timer.stage("verify"):
-            check = post_check(tmp / "dicom", case, plan, location, config) if config.post_check else {"skipped": True}
+            visual = verify_visually(ct, reread.ct.hu, config, Path(output))
         report = build_report(case, location, plan, applied, config, timer, check)
+        report["verify"] = visual
         report["output"] = {"folder": str(Path(output)), "uids": written.uids}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def make_locator(case: Case, config: Config) -> Locator:
-    """The locator the configured method names (only eye landmarks exist without weights)."""
-    if config.method == "eyes":
-        return RoiEyeLocator(case.structures, config.eyes)
+def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> dict:
+    """The visual verification (see :func:`deface_ts.verify.visual_check`), or a record that it was off."""
+    if config.verify.mode == "off":
+        return {"mode": "off", "status": "not verified (verify off)"}
+    failure_folder = output.parent / f"{output.name}.verify-failed"
+    result, _, _ = visual_check(before, after, config.verify, failure_folder)
+    return result
+
+
+def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None = None,
+                 eyes_source: str = "") -> Locator:
+    """The locator the configured method names; ``auto`` picks the strongest one available.
+
+    Eye landmarks come, in this order, from ``eyes_mask`` (NIfTI input), the
+    RTSTRUCT's eye ROIs, or TotalSegmentator's head_glands_cavities.
+    """
+    from deface_ts.segment import totalseg
+
+    options = totalseg_options(config)
+    eye_locator: Locator | None = None
+    if eyes_mask is not None:
+        eye_locator = MaskEyeLocator(eyes_mask, eyes_source)
+    elif structures is not None and eye_rois(structures, config.eyes):
+        eye_locator = RoiEyeLocator(structures, config.eyes)
+    method = config.method
+    if method == "auto":
+        method = auto_method(options, eye_locator is not None)
+    if method == "eyes":
+        if eye_locator is not None:
+            return eye_locator
+        with totalseg._home(options):
+            installed = "head_glands_cavities" in models.available_tasks()
+        if installed:
+            return totalseg.TotalSegEyeLocator(options)
+        if eyes_mask is None and structures is None:
+            raise PrivacyError("no eye landmarks: NIfTI input needs --eyes-mask, or TotalSegmentator's "
+                               "head_glands_cavities weights (deface-ts models status). Nothing was written.")
+        return RoiEyeLocator(structures, config.eyes)  # raises the error that names the ROIs seen
+    if method in ("face", "union"):
+        return totalseg.TotalSegLocator(method, options, eye_locator)
+    if method == "render":
+        from deface_ts.segment.render_locator import RenderLocator
+
+        return RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
     raise InputError(f"unknown method {config.method!r}")
+
+
+def auto_method(options, has_eyes: bool) -> str:
+    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
+    from deface_ts.segment import totalseg
+
+    with totalseg._home(options):
+        tasks = models.available_tasks()
+    try:
+        return totalseg.choose_method(tasks, has_eyes)
+    except InputError:
+        from deface_ts import faces
+
+        if faces.available_detectors():
+            return "render"
+        raise PrivacyError("no way to locate the face: no eye ROI or eye mask, no TotalSegmentator weights "
+                           "(deface-ts models status) and no face detector installed. Nothing was written.") from None
+
+
+def totalseg_options(config: Config):
+    from deface_ts.segment.totalseg import TotalSegOptions
+
+    ts = config.totalseg
+    return TotalSegOptions(device=ts.device, threads=ts.threads, home=Path(ts.home) if ts.home else None,
+                           crop=ts.crop, face_margin_mm=ts.face_margin_mm, body_hu=config.region.body_hu,
+                           keep_models=ts.keep_models)
 
 
 def body_mask(case: Case, config: Config) -> np.ndarray:
@@ -170,12 +243,10 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
     timer = Timer()
     with timer.stage("load"):
         ct = _load_nifti(input, "CT")
-        if eyes_mask is None:
-            raise InputError(f"{input}: NIfTI input needs --eyes-mask (eye labels on the CT grid) to locate the face")
-        eyes = _load_nifti(eyes_mask, "eye mask", like=ct)
+        eyes = _load_nifti(eyes_mask, "eye mask", like=ct).array > 0 if eyes_mask is not None else None
         protected = [(str(p), _load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
     with timer.stage("segment"):
-        location = MaskEyeLocator(eyes.array > 0, str(eyes_mask)).locate(ct)
+        location = make_locator(config, eyes_mask=eyes, eyes_source=str(eyes_mask)).locate(ct)
     with timer.stage("plan"):
         body = body_from_hu(ct.array, config.region.body_hu)
         plan = plan_removal(ct, body, location, protected, config)
@@ -186,11 +257,14 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
         with timer.stage("write"):
             integer = np.all(np.mod(ct.array, 1) == 0)
             write_nifti_outputs(tmp, ct.with_array(hu), plan, hu_dtype=np.int16 if integer else np.float32)
-        with timer.stage("verify"):
+        with timer.stage("post_check"):
             written = nifti.load(tmp / "ct_defaced.nii.gz")
             check = post_check_volume(written, ct, plan, location, config) if config.post_check else {"skipped": True}
+        with timer.stage("verify"):
+            visual = verify_visually(ct, written, config, output)
         report = build_report(None, location, plan, None, config, timer, check, ct=ct)
-        report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask), "protect_masks": [str(p) for p in protect_masks]}
+        report["verify"] = visual
+        report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask) if eyes_mask else None, "protect_masks": [str(p) for p in protect_masks]}
         report["output"] = {"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
                             "protection_mask": "protection_mask.nii.gz"}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))

@@ -30,7 +30,7 @@ from scipy import ndimage
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.segment.base import FaceLocation
-from deface_ts.volume import ANTERIOR, AnatomicalView, Volume
+from deface_ts.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -42,9 +42,9 @@ class Landmarks:
     """Eye landmarks in patient coordinates (mm)."""
 
     eye_centres_mm: dict[str, list[float]]
-    cut_plane_anterior_mm: float  # anterior coordinate (-y) of the cut plane
-    inferior_eye_mm: float  # superior coordinate of the lowest eye voxel
-    superior_eye_mm: float
+    cut_plane_anterior_mm: float | None  # anterior coordinate (-y) of the cut plane (None: face mask only)
+    inferior_eye_mm: float | None  # superior coordinate of the lowest eye voxel
+    superior_eye_mm: float | None
     lower_limit_mm: float  # superior coordinate where the removal stops
     chin_found: bool
 
@@ -191,12 +191,43 @@ def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: 
     return grown
 
 
+def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig) -> tuple[np.ndarray, Landmarks]:
+    """Region of a face-mask locator (method ``face``): the mask as given (rule 5), minus the cranial cavity.
+
+    The locator already grew the mask and filled it to the front of the image; with
+    ``keep_brain`` what the skull encloses inside the mask's bounding box is kept,
+    as for the eye-landmark region.
+    """
+    rule = np.where(location.face_mask, 5, 0).astype(np.uint8)
+    idx = np.argwhere(location.face_mask)
+    if idx.size == 0:
+        raise PrivacyError("the face mask is empty; cannot locate the face")
+    if config.keep_brain:
+        box = tuple(slice(lo, hi + 1) for lo, hi in zip(idx.min(axis=0), idx.max(axis=0)))
+        inside = _cranial_cavity(ct.array[box], body[box], config.bone_hu)
+        rule[box][inside] = 0
+    superior = ct.index_to_lps(idx[:: max(1, len(idx) // 20000)]) @ SUPERIOR
+    landmarks = Landmarks(
+        eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
+        cut_plane_anterior_mm=None, inferior_eye_mm=None, superior_eye_mm=None,
+        lower_limit_mm=round(float(superior.min()), 2), chin_found=False,
+    )
+    return rule, landmarks
+
+
 def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected: list[tuple[str, np.ndarray]],
                  config: Config) -> RemovalPlan:
-    """Face region (rule-labelled) minus protected structures (with margin)."""
-    rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
-    if location.face_mask is not None:
-        rule[(rule == 0) & location.face_mask] = 5
+    """Face region (rule-labelled) minus protected structures (with margin).
+
+    Eye landmarks give rules 1-4; a face mask adds rule 5 (method ``union``) or,
+    for method ``face`` or a locator without eyes, is the whole region.
+    """
+    if location.face_mask is not None and (location.method == "face" or not location.eyes):
+        rule, landmarks = mask_region(ct, body, location, config.region)
+    else:
+        rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
+        if location.face_mask is not None:
+            rule[(rule == 0) & location.face_mask] = 5
     grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}

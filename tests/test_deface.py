@@ -152,7 +152,7 @@ def test_upper_region_is_defacert_box(phantom_cache, tmp_path):
 def test_no_eye_roi_fails_cleanly(phantom_cache, tmp_path, capsys):
     study = phantom_cache(include_eyes=False)
     before = tree_digest(study.folder)
-    assert main(["deface", str(study.folder), str(tmp_path / "out")]) == 6
+    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--method", "eyes"]) == 6
     err = capsys.readouterr().err
     assert "no eye ROI found" in err and study.roi_names["body"] in err and "Nothing was written" in err
     assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
@@ -206,8 +206,8 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
     assert removal.any() and not (removal & ptv_mask).any()
     assert np.array_equal(defaced_ct.array[~removal], ct.array[~removal])
     assert json.loads((out / "report.json").read_text())["post_check"]["passed"]
-    # without landmarks: the same clean error, nothing written
-    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2")]) == 3
+    # method eyes without landmarks (no mask, no TotalSegmentator weights): a clean error, nothing written
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 6
     assert "--eyes-mask" in capsys.readouterr().err and not (tmp_path / "out2").exists()
     empty = tmp_path / "empty.nii.gz"
     nifti.save(ct.with_array(np.zeros(ct.shape, np.uint8)), empty)

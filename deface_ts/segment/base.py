@@ -47,3 +47,10 @@ class Locator(Protocol):
 
     def locate(self, ct: Volume) -> FaceLocation: ...
 
+
+
+def anterior_pole(ct: Volume, mask: np.ndarray) -> tuple[int, int, int]:
+    """Index of the most anterior voxel of ``mask`` (an eye's cornea), from the affine."""
+    idx = np.argwhere(mask)
+    anterior = -ct.index_to_lps(idx)[:, 1]  # LPS +y is posterior
+    return tuple(int(v) for v in idx[int(np.argmax(anterior))])  # type: ignore[return-value]

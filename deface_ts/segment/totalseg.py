@@ -34,7 +34,7 @@ from scipy import ndimage
 from deface_ts import models, nifti
 from deface_ts.errors import DefaceError, InputError, PrivacyError
 from deface_ts.models import ModelError
-from deface_ts.segment.base import Eye, FaceLocation, Locator
+from deface_ts.segment.base import Eye, FaceLocation, Locator, anterior_pole
 from deface_ts.segment.eyes import MaskEyeLocator
 from deface_ts.volume import AnatomicalView, Volume
 
@@ -379,13 +379,6 @@ def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float) -
     return np.ascontiguousarray(view.unview(filled))
 
 
-def _anterior_pole(ct: Volume, mask: np.ndarray) -> tuple[int, int, int]:
-    """Index of the eye's most anterior voxel (its cornea), from the affine."""
-    idx = np.argwhere(mask)
-    anterior = -ct.index_to_lps(idx)[:, 1]  # LPS +y is posterior
-    return tuple(idx[int(np.argmax(anterior))])  # type: ignore[return-value]
-
-
 def eyes_from_labels(ct: Volume, labels: np.ndarray, source: str) -> list[Eye]:
     """Eyeballs (with lenses) from head_glands_cavities labels; sides from the affine, not the labels."""
     mask = np.isin(labels, EYE_LABELS)
@@ -397,7 +390,7 @@ def eyes_from_labels(ct: Volume, labels: np.ndarray, source: str) -> list[Eye]:
 
 def uncovered_eyes(ct: Volume, region: np.ndarray, eyes: list[Eye]) -> list[Eye]:
     """Eyes whose anterior pole lies outside ``region`` (the face mask must cover the front of each eye)."""
-    return [e for e in eyes if not region[_anterior_pole(ct, e.mask)]]
+    return [e for e in eyes if not region[anterior_pole(ct, e.mask)]]
 
 
 # ----------------------------------------------------------------------------------------------- locators
