@@ -75,6 +75,7 @@ class TotalSegConfig:
     home: str | None = None  # TotalSegmentator home (weights, licence); None: $TOTALSEG_HOME_DIR or ~/.totalsegmentator
     crop: bool = True  # segment only the head (for face: its front), then paste back
     face_margin_mm: float = 5.0  # the face mask is grown by this much, then filled to the front of the image
+    flatten_mm: float = 20.0  # then each slice is cut flat at the mask's deepest point within this distance (0: off)
     keep_models: bool = True  # keep networks loaded between the cases of one process
 
 
@@ -87,7 +88,8 @@ class VerifyConfig:
     detectors: list[str] = field(default_factory=list)  # empty: every packaged detector that runs here
     min_detectors: int = 2  # at least this many detectors must be available, or the case fails
     agreement: int = 2  # a face found by this many detectors at one place fails the case ...
-    single_score: float = 0.95  # ... and so does one detection this confident on its own
+    single_score: float = 0.95  # ... and so does one detection this confident on its own,
+    consistent_views: int = 0  # ... or one detector finding a face in this many views (0: off)
     angles: list[float] = field(default_factory=lambda: [0.0, 30.0, -30.0, 45.0, -45.0])
     pictures: bool = True  # QC pictures (renders before/after, slices, dose) in the output's qc/ folder
 

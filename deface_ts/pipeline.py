@@ -150,7 +150,7 @@ def totalseg_options(config: Config):
 
     ts = config.totalseg
     return TotalSegOptions(device=ts.device, threads=ts.threads, home=Path(ts.home) if ts.home else None,
-                           crop=ts.crop, face_margin_mm=ts.face_margin_mm, body_hu=config.region.body_hu,
+                           crop=ts.crop, face_margin_mm=ts.face_margin_mm, flatten_mm=ts.flatten_mm, body_hu=config.region.body_hu,
                            keep_models=ts.keep_models)
 
 

@@ -150,6 +150,25 @@ def test_face_region_grows_the_mask_and_fills_to_the_front(prone):
     assert region.sum() > mask.sum()
 
 
+@pytest.mark.parametrize("prone", [False, True])
+def test_flattened_face_region_leaves_no_relief(prone):
+    """A face layer of constant thickness would leave the face's relief; flattened, each slice is cut by a plane."""
+    ct = _hfs_volume(prone=prone)
+    mask = np.zeros(ct.shape, bool)
+    mask[10, 15, 20] = True  # a deep point (the eye socket) ...
+    front = 15 + (3 if prone else -3)
+    mask[10, front, 26] = True  # ... and one 3 mm further anterior (the cheek)
+    mask[9, front, 20] = mask[11, front, 20] = True  # shallow neighbours, 2 mm above and below
+    mask[13, front, 20] = True  # 6 mm away: outside the 2 mm window
+    region = face_region_from_mask(ct, mask, margin_mm=0.0, flatten_mm=2.0)
+    anterior = ct.axis_coordinate(ANTERIOR)
+    deepest, shallow = anterior[10, 15, 20], anterior[10, front, 26]
+    for k in (9, 10, 11):  # the deep slice and its neighbours within 2 mm: cut flat at its depth, full width
+        assert np.array_equal(region[k], anterior[k] >= deepest - 1e-6)
+    assert np.array_equal(region[13], anterior[13] >= shallow - 1e-6)  # its own depth
+    assert not region[12].any() and not region[8].any()
+
+
 def test_face_region_of_an_empty_mask_fails_closed():
     ct = _hfs_volume()
     with pytest.raises(PrivacyError, match="face mask is empty"):
@@ -418,3 +437,70 @@ def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
     gpu = totalseg.run_task(ct, "face", TotalSegOptions(device="gpu"), anterior_only=True)
     cpu = totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     assert (gpu == cpu).mean() > 0.999
+
+
+# ----------------------------------------------------------------------------------------------- the pipeline
+@pytest.mark.parametrize("method", ["face", "union", "auto"])
+def test_deface_through_totalsegmentator_end_to_end(method, ts_home, use_home, phantom_cache, tmp_path):
+    """The real TotalSegmentator path drives the whole pipeline: face gone, protected PTV intact, DICOM valid."""
+    from deface_ts.config import load_config
+    from deface_ts.dicom.case import load_case
+    from deface_ts.pipeline import deface
+    from tests.checkers import dciodvfy_errors
+    from tests.conftest import tree_digest
+
+    use_home(ts_home)
+    study = phantom_cache(noise_hu=0.0)  # the rule networks threshold HU bands
+    before = tree_digest(study.folder)
+    config = load_config(None, {"method": method, "totalseg.device": "cpu", "totalseg.threads": 2})
+    with no_network() as attempts:
+        report = deface(study.folder, tmp_path / "out", config)
+    assert attempts == [] and tree_digest(study.folder) == before
+    assert report["method"] == ("union" if method == "auto" else method)  # auto: weights + eye ROIs → union
+    original, written = load_case(study.folder), load_case(tmp_path / "out" / "dicom")
+    ct, new = original.ct.hu, written.ct.hu
+    nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
+    assert ct.array[nose] > 0 and new.array[nose] == -1000  # the nose is gone
+    ptv = next(r for r in original.structures.rois if r.name == study.roi_names["ptv_face"]).mask.full(ct.shape)
+    assert np.array_equal(new.array[ptv], ct.array[ptv])  # the protected PTV reaching into the face is intact
+    removed = new.array != ct.array
+    assert removed.any() and not (removed & ptv).any()
+    assert report["post_check"]["passed"] and report["verify"]["status"].startswith("verified")
+    assert report["removed"]["by_rule_voxels"].get("face mask", 0) > 0
+    for path in [*sorted((tmp_path / "out" / "dicom").glob("CT_*.dcm"))[:1], tmp_path / "out" / "dicom" / "RTSTRUCT.dcm"]:
+        assert dciodvfy_errors(path, tmp_path) == []
+
+
+def test_deface_face_without_a_licence_fails_cleanly(tmp_path, use_home, phantom_cache, capsys):
+    _needs_totalsegmentator()
+    from nnunet_models import write_licence_config, write_test_models
+
+    from deface_ts.cli import main
+    from tests.conftest import tree_digest
+
+    home = use_home(tmp_path / "home")
+    write_licence_config(home, licence=None)
+    write_test_models(home / "nnunet" / "results")
+    study = phantom_cache(noise_hu=0.0)
+    before = tree_digest(study.folder)
+    code = main(["deface", str(study.folder), str(tmp_path / "out"), "--method", "face", "--device", "cpu"])
+    assert code == 3 and "licen" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
+
+
+def test_models_cli_status_and_import(tmp_path, capsys):
+    _needs_totalsegmentator()
+    from nnunet_models import write_test_models
+
+    from deface_ts.cli import main
+
+    source = write_test_models(tmp_path / "download" / "nnunet" / "results", tasks=("head_glands_cavities",))
+    home = tmp_path / "home"
+    assert main(["models", "--home", str(home), "status"]) == 0
+    assert "head_glands_cavities" in capsys.readouterr().out
+    assert main(["models", "--home", str(home), "import", str(source)]) == 0
+    assert main(["models", "--home", str(home), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert status["tasks"]["head_glands_cavities"]["complete"] and status["usage_statistics"] != "on"
+    assert main(["models", "--home", str(home), "import", str(source)]) == 3  # already there: refused
+    assert main(["models", "--home", str(home), "licence", "short"]) == 3

@@ -65,6 +65,7 @@ class TotalSegOptions:
     head_length_mm: float = 260.0  # how far below the top of the head the crop reaches (vertex to under the chin)
     crop_margin_mm: float = 10.0  # context around the head for the network (nnU-Net pads beyond it anyway)
     face_margin_mm: float = 5.0  # dilation of the face mask before the anterior fill
+    flatten_mm: float = 20.0  # cut each slice flat at the mask's deepest point within this distance (0: off)
     body_hu: float = -400.0
     keep_models: bool = True  # keep networks loaded between cases of one process
     timings: dict = field(default_factory=dict)  # seconds per task of the last calls (for the report)
@@ -356,7 +357,7 @@ def _dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
     return out
 
 
-def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float) -> np.ndarray:
+def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float, flatten_mm: float = 0.0) -> np.ndarray:
     """Removal region from a face mask: the mask grown by ``margin_mm``, plus everything in front of it.
 
     "In front" is along the patient's anterior direction from the affine: each
@@ -375,8 +376,33 @@ def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float) -
         view = AnatomicalView.of(ct)
     except ValueError as exc:
         raise PrivacyError(f"cannot fill in front of the face mask: {exc}") from None
-    filled = np.logical_or.accumulate(view.view(grown), axis=1)  # view axis 1 runs posterior → anterior
+    grown_view = view.view(grown)
+    filled = np.logical_or.accumulate(grown_view, axis=1)  # view axis 1 runs posterior → anterior
+    if flatten_mm > 0:
+        filled |= _flat_cut(grown_view, flatten_mm, view)
     return np.ascontiguousarray(view.unview(filled))
+
+
+def _flat_cut(grown_view: np.ndarray, window_mm: float, view: AnatomicalView) -> np.ndarray:
+    """Per slice, everything anterior of the mask's most posterior voxel, across the full width.
+
+    Filling in front of a face mask keeps the mask's back surface, and a mask of
+    roughly constant thickness has the face's relief there: eye sockets, the nose
+    root and the lips show on the new skin and face detectors find them (seen on
+    the phantom with a 7.5 mm face layer: mtcnn 0.95). So each slice is cut flat at
+    the deepest point of the mask within ``window_mm`` above or below it, the way
+    the eye-landmark method cuts one plane.
+    """
+    s_count, a_count, _ = grown_view.shape
+    present = grown_view.any(axis=(1, 2))
+    deepest = np.where(present, np.argmax(grown_view.any(axis=2), axis=1), a_count)
+    step = abs(float(view.coordinates[0][1] - view.coordinates[0][0])) if s_count > 1 else 1.0
+    half = int(round(window_mm / step))
+    windowed = ndimage.minimum_filter1d(deepest, size=2 * half + 1, mode="nearest")
+    flat = np.zeros(grown_view.shape, dtype=bool)
+    for k in np.flatnonzero(present):
+        flat[k, windowed[k]:, :] = True
+    return flat
 
 
 def eyes_from_labels(ct: Volume, labels: np.ndarray, source: str) -> list[Eye]:
@@ -447,10 +473,11 @@ class TotalSegLocator:
         if not face.any():
             raise PrivacyError("TotalSegmentator 'face' found no face in this CT (empty mask); "
                                "cannot locate the face. Nothing was written.")
-        region = face_region_from_mask(ct, face, self.options.face_margin_mm)
+        region = face_region_from_mask(ct, face, self.options.face_margin_mm, self.options.flatten_mm)
         voxel_cc = float(np.prod(ct.spacing)) / 1000.0
         notes = [f"face mask: TotalSegmentator face, {face.sum() * voxel_cc:.1f} cc, "
-                 f"region grown {self.options.face_margin_mm:g} mm and filled to the front"]
+                 f"region grown {self.options.face_margin_mm:g} mm, filled to the front"
+                 + (f", cut flat per slice (window {self.options.flatten_mm:g} mm)" if self.options.flatten_mm else "")]
         eyes, eye_note = self._eyes(ct)
         if eye_note:
             notes.append(eye_note)

