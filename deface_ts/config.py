@@ -75,7 +75,7 @@ class TotalSegConfig:
     home: str | None = None  # TotalSegmentator home (weights, licence); None: $TOTALSEG_HOME_DIR or ~/.totalsegmentator
     crop: bool = True  # segment only the head (for face: its front), then paste back
     face_margin_mm: float = 5.0  # the face mask is grown by this much, then filled to the front of the image
-    flatten_mm: float = 20.0  # then each slice is cut flat at the mask's deepest point within this distance (0: off)
+    flatten_mm: float = 0.0  # > 0: each slice is also cut flat at the mask's deepest point within this distance
     keep_models: bool = True  # keep networks loaded between the cases of one process
 
 

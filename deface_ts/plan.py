@@ -191,6 +191,35 @@ def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: 
     return grown
 
 
+def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
+                         location: FaceLocation) -> np.ndarray:
+    """Take what the skull encloses out of the face-mask voxels (rule 5).
+
+    The enclosure test runs on the slab from the lowest eye voxel up (as for the eye
+    region): lower down the cranial cavity opens into the neck through the skull base
+    and is no longer enclosed. Without eye landmarks the slab is the face mask's
+    upper half, which holds the forehead.
+    """
+    view = AnatomicalView.of(ct)
+    r = view.view(rule).copy()
+    s_idx = np.flatnonzero((r == 5).any(axis=(1, 2)))
+    if s_idx.size == 0:
+        return rule
+    a = view.coordinates[1]
+    if location.eyes:
+        low = int(np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))[0])
+        # Anterior of the eyes' centres only: behind them the cavity opens into the orbits (optic canals).
+        front = _index_at_or_above(a, min(float(e.centre_mm @ ANTERIOR) for e in location.eyes))
+    else:
+        low = int((s_idx[0] + s_idx[-1]) // 2)
+        skin = np.flatnonzero(view.view(body)[low:].any(axis=(0, 2)))
+        front = _index_at_or_above(a, float(a[skin[-1]]) - 30.0) if skin.size else 0
+    slab = (slice(low, s_idx[-1] + 1), slice(front, None), slice(None))
+    inside = _cranial_cavity(view.view(ct.array)[slab], view.view(body)[slab], config.bone_hu) & (r[slab] == 5)
+    r[slab][inside] = 0
+    return np.ascontiguousarray(view.unview(r))
+
+
 def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig) -> tuple[np.ndarray, Landmarks]:
     """Region of a face-mask locator (method ``face``): the mask as given (rule 5), minus the cranial cavity.
 
@@ -203,9 +232,7 @@ def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     if idx.size == 0:
         raise PrivacyError("the face mask is empty; cannot locate the face")
     if config.keep_brain:
-        box = tuple(slice(lo, hi + 1) for lo, hi in zip(idx.min(axis=0), idx.max(axis=0)))
-        inside = _cranial_cavity(ct.array[box], body[box], config.bone_hu)
-        rule[box][inside] = 0
+        rule = _keep_cranial_cavity(ct, body, rule, config, location)
     superior = ct.index_to_lps(idx[:: max(1, len(idx) // 20000)]) @ SUPERIOR
     landmarks = Landmarks(
         eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
@@ -228,6 +255,8 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
         rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
         if location.face_mask is not None:
             rule[(rule == 0) & location.face_mask] = 5
+            if config.region.keep_brain:
+                rule = _keep_cranial_cavity(ct, body, rule, config.region, location)
     grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}

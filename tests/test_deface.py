@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from deface_ts import nifti
@@ -85,10 +86,16 @@ def test_body_follows_new_skin_and_eyes_vanish(defaced, position):
 def test_dose_zero_in_removed_region_identical_elsewhere(defaced, position):
     study, out, report, before, after = defaced[position]
     removal = nifti.load(out / "nifti" / "removal_mask.nii.gz")
+    protection = nifti.load(out / "nifti" / "protection_mask.nii.gz")
     d0, d1 = before.doses[0], after.doses[0]
     in_removed = resample_nearest(removal, d0.gy) > 0
-    assert in_removed.any() and np.all(d1.stored[in_removed] == 0)
-    assert np.array_equal(d1.stored[~in_removed], d0.stored[~in_removed])
+    # dose points one grid step around protected points are kept (interpolated DVHs of targets stay exact)
+    near = ndimage.binary_dilation(resample_nearest(protection, d0.gy) > 0, structure=np.ones((3, 3, 3), bool))
+    zeroed = in_removed & ~near
+    assert zeroed.any() and np.all(d1.stored[zeroed] == 0)
+    assert np.array_equal(d1.stored[~zeroed], d0.stored[~zeroed])
+    kept = in_removed & near
+    assert kept.any() and np.any(d1.stored[kept] > 0)
     assert d1.stored.dtype == d0.stored.dtype and d1.scaling == d0.scaling
     assert report["dose"][0]["max_dose_removed_gy"] > 0
 

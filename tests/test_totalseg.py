@@ -312,11 +312,16 @@ def test_union_locates_face_and_eyes_with_no_network(union_result, phantom_ct):
     assert config["send_usage_stats"] is False and config["prediction_counter"] >= 1
     assert location.method == "union"
     region = location.face_mask
-    # The nose tip is inside; the back of the head is not. The face layer (7.5 mm) stays out of the brain, the
-    # 5 mm margin reaches ~1 % of it behind the forehead: the planner's keep-brain rule must trim that.
+    # The nose tip is inside; the back of the head is not. The flat cut behind the face layer reaches into the
+    # brain near the top of the head, and the planner's keep-brain rule must take all of it out again.
     nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
     assert region[nose]
-    assert (region & masks["brain"]).sum() < 0.02 * masks["brain"].sum()
+    from deface_ts.config import load_config
+    from deface_ts.plan import body_from_hu, plan_removal
+
+    plan = plan_removal(ct, body_from_hu(ct.array, -400.0), location, [], load_config())
+    assert plan.removed[nose] and (plan.removed & masks["brain"]).sum() < 0.002 * masks["brain"].sum()
+    assert (region & masks["brain"]).sum() < 0.02 * masks["brain"].sum()  # the 5 mm margin behind the forehead
     anterior = ct.axis_coordinate(ANTERIOR)
     assert not (region & masks["body"] & (anterior < -25)).any()
     # Eyes: two, sides from the affine, centres within 3 mm of the truth.
@@ -367,7 +372,7 @@ def test_face_mode_fails_when_the_mask_misses_the_eyes(tmp_path, use_home, phant
     write_rule_model(home / "nnunet" / "results", "face", rules=thin)
     ct, masks = phantom_ct
     eyes = MaskEyeLocator(masks["eye_left"] | masks["eye_right"], "truth")
-    options = TotalSegOptions(device="cpu", face_margin_mm=0.0)
+    options = TotalSegOptions(device="cpu", face_margin_mm=0.0, flatten_mm=0.0)  # the mask alone, as predicted
     with pytest.raises(PrivacyError, match="does not cover the front of the (left|right) eye.*--method union"):
         TotalSegLocator("face", options, eye_locator=eyes).locate(ct)
     location = TotalSegLocator("union", options, eye_locator=eyes).locate(ct)
@@ -440,8 +445,8 @@ def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
 
 
 # ----------------------------------------------------------------------------------------------- the pipeline
-@pytest.mark.parametrize("method", ["face", "union", "auto"])
-def test_deface_through_totalsegmentator_end_to_end(method, ts_home, use_home, phantom_cache, tmp_path):
+@pytest.mark.parametrize("method, flatten", [("union", 0.0), ("auto", 0.0), ("face", 20.0)])
+def test_deface_through_totalsegmentator_end_to_end(method, flatten, ts_home, use_home, phantom_cache, tmp_path):
     """The real TotalSegmentator path drives the whole pipeline: face gone, protected PTV intact, DICOM valid."""
     from deface_ts.config import load_config
     from deface_ts.dicom.case import load_case
@@ -452,7 +457,8 @@ def test_deface_through_totalsegmentator_end_to_end(method, ts_home, use_home, p
     use_home(ts_home)
     study = phantom_cache(noise_hu=0.0)  # the rule networks threshold HU bands
     before = tree_digest(study.folder)
-    config = load_config(None, {"method": method, "totalseg.device": "cpu", "totalseg.threads": 2})
+    config = load_config(None, {"method": method, "totalseg.device": "cpu", "totalseg.threads": 2,
+                                "totalseg.flatten_mm": flatten})
     with no_network() as attempts:
         report = deface(study.folder, tmp_path / "out", config)
     assert attempts == [] and tree_digest(study.folder) == before
@@ -469,6 +475,19 @@ def test_deface_through_totalsegmentator_end_to_end(method, ts_home, use_home, p
     assert report["removed"]["by_rule_voxels"].get("face mask", 0) > 0
     for path in [*sorted((tmp_path / "out" / "dicom").glob("CT_*.dcm"))[:1], tmp_path / "out" / "dicom" / "RTSTRUCT.dcm"]:
         assert dciodvfy_errors(path, tmp_path) == []
+
+
+def test_face_mask_that_keeps_the_relief_is_refused_by_verify(ts_home, use_home, phantom_cache, tmp_path):
+    """The test face model is a 7.5 mm skin layer: filled to the front it leaves eye sockets and nose root."""
+    from deface_ts.config import load_config
+    from deface_ts.pipeline import deface
+
+    use_home(ts_home)
+    study = phantom_cache(noise_hu=0.0)
+    config = load_config(None, {"method": "face", "totalseg.device": "cpu", "totalseg.threads": 2})
+    with pytest.raises(PrivacyError, match="face is still visible after defacing: mtcnn"):
+        deface(study.folder, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists() and list((tmp_path / "out.verify-failed").glob("*.png"))
 
 
 def test_deface_face_without_a_licence_fails_cleanly(tmp_path, use_home, phantom_cache, capsys):

@@ -38,6 +38,11 @@ from deface_ts.segment.base import Eye, FaceLocation, Locator, anterior_pole
 from deface_ts.segment.eyes import MaskEyeLocator
 from deface_ts.volume import AnatomicalView, Volume
 
+#: Half the width of the face band whose deepest face-mask point sets each slice's flat cut (eyes at ±32 mm).
+FACE_HALF_WIDTH_MM = 40.0
+#: The flat cut lies at most this far behind the most anterior face-mask voxel of its slice.
+FLAT_MAX_DEPTH_MM = 35.0
+
 #: head_glands_cavities labels that belong to the eyeballs (eye_left, eye_right, eye_lens_left, eye_lens_right).
 EYE_LABELS = (1, 2, 3, 4)
 
@@ -65,7 +70,7 @@ class TotalSegOptions:
     head_length_mm: float = 260.0  # how far below the top of the head the crop reaches (vertex to under the chin)
     crop_margin_mm: float = 10.0  # context around the head for the network (nnU-Net pads beyond it anyway)
     face_margin_mm: float = 5.0  # dilation of the face mask before the anterior fill
-    flatten_mm: float = 20.0  # cut each slice flat at the mask's deepest point within this distance (0: off)
+    flatten_mm: float = 0.0  # cut each slice flat at the mask's deepest point within this distance (0: off)
     body_hu: float = -400.0
     keep_models: bool = True  # keep networks loaded between cases of one process
     timings: dict = field(default_factory=dict)  # seconds per task of the last calls (for the report)
@@ -394,11 +399,24 @@ def _flat_cut(grown_view: np.ndarray, window_mm: float, view: AnatomicalView) ->
     the eye-landmark method cuts one plane.
     """
     s_count, a_count, _ = grown_view.shape
-    present = grown_view.any(axis=(1, 2))
-    deepest = np.where(present, np.argmax(grown_view.any(axis=2), axis=1), a_count)
+    # Depth from the central band only (the face's width): at the top of the head a mask that wraps round the
+    # scalp would otherwise put the deepest point at the sides and the cut through the brain.
+    l_mm = view.coordinates[2]
+    columns = np.flatnonzero(grown_view.any(axis=(0, 1)))
+    centre = float(np.mean(l_mm[columns]))
+    band = np.abs(l_mm - centre) <= FACE_HALF_WIDTH_MM
+    central = grown_view[:, :, band]
+    present = central.any(axis=(1, 2))
+    along_a = central.any(axis=2)
+    deepest = np.where(present, np.argmax(along_a, axis=1), a_count)
+    front = np.where(present, a_count - 1 - np.argmax(along_a[:, ::-1], axis=1), 0)
     step = abs(float(view.coordinates[0][1] - view.coordinates[0][0])) if s_count > 1 else 1.0
     half = int(round(window_mm / step))
     windowed = ndimage.minimum_filter1d(deepest, size=2 * half + 1, mode="nearest")
+    # Never deeper than FLAT_MAX_DEPTH_MM behind the slice's most anterior mask voxel (the nose is ~30 mm
+    # in front of the eyes): near the top of the head the window would otherwise reach the brain.
+    a_step = abs(float(view.coordinates[1][1] - view.coordinates[1][0])) if a_count > 1 else 1.0
+    windowed = np.maximum(windowed, front - int(np.ceil(FLAT_MAX_DEPTH_MM / a_step)))
     flat = np.zeros(grown_view.shape, dtype=bool)
     for k in np.flatnonzero(present):
         flat[k, windowed[k]:, :] = True
