@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
             pairs = pairs_from_roots(args.originals, args.defaced)
         else:
             raise InputError("evaluate needs --pairs CSV, or --originals and --defaced folders")
-        results = evaluate(pairs, args.output, overwrite=args.overwrite)
+        evaluate(pairs, args.output, overwrite=args.overwrite)
         print(f"evaluated {len(pairs)} pair(s): {args.output / 'summary.html'}")
     elif args.command == "phantom":
         from deface_ts.phantom import PhantomOptions, write_phantom_study

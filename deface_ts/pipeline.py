@@ -73,21 +73,42 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
             reread = load_case(tmp / "dicom")
             check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
         with timer.stage("verify"):
-            visual = verify_visually(ct, reread.ct.hu, config, Path(output))
+            visual, renders = verify_visually(ct, reread.ct.hu, config, Path(output))
+        if config.verify.pictures:
+            with timer.stage("qc_pictures"):
+                doses = (case.doses[0].gy, reread.doses[0].gy) if case.doses and reread.doses else (None, None)
+                pictures = qc_pictures(tmp / "qc", ct, reread.ct.hu, plan, location, doses, renders)
         report = build_report(case, location, plan, applied, config, timer, check)
         report["verify"] = visual
+        if config.verify.pictures:
+            report["qc_pictures"] = pictures
         report["output"] = {"folder": str(Path(output)), "uids": written.uids}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> dict:
+def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
     """The visual verification (see :func:`deface_ts.verify.visual_check`), or a record that it was off."""
     if config.verify.mode == "off":
-        return {"mode": "off", "status": "not verified (verify off)"}
+        return {"mode": "off", "status": "not verified (verify off)"}, None
     failure_folder = output.parent / f"{output.name}.verify-failed"
-    result, _, _ = visual_check(before, after, config.verify, failure_folder)
-    return result
+    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder)
+    return result, (before_renders, after_renders)
+
+
+def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, location: FaceLocation,
+                doses: tuple, renders: tuple | None) -> dict[str, str]:
+    """QC PNGs (renders before/after, slices through the eyes, dose) in ``folder``; names relative to the case."""
+    from deface_ts.qc import write_qc_pictures
+
+    centres = [e.centre_mm for e in location.eyes]
+    if not centres:  # a face mask without eyes: slices through the middle of the removed region
+        centres = [before.index_to_lps(np.argwhere(plan.removed).mean(axis=0)[None])[0]]
+    written = write_qc_pictures(folder, before, after, plan.removed, plan.protected, centres,
+                                dose_before=doses[0], dose_after=doses[1],
+                                renders_before=renders[0] if renders else None,
+                                renders_after=renders[1] if renders else None)
+    return {name: f"{folder.name}/{file}" for name, file in written.items()}
 
 
 def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None = None,
@@ -261,9 +282,14 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
             written = nifti.load(tmp / "ct_defaced.nii.gz")
             check = post_check_volume(written, ct, plan, location, config) if config.post_check else {"skipped": True}
         with timer.stage("verify"):
-            visual = verify_visually(ct, written, config, output)
+            visual, renders = verify_visually(ct, written, config, output)
+        if config.verify.pictures:
+            with timer.stage("qc_pictures"):
+                pictures = qc_pictures(tmp / "qc", ct, written, plan, location, (None, None), renders)
         report = build_report(None, location, plan, None, config, timer, check, ct=ct)
         report["verify"] = visual
+        if config.verify.pictures:
+            report["qc_pictures"] = pictures
         report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask) if eyes_mask else None, "protect_masks": [str(p) for p in protect_masks]}
         report["output"] = {"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
                             "protection_mask": "protection_mask.nii.gz"}

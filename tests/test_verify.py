@@ -30,6 +30,10 @@ def test_verified_case_reports_what_the_detectors_saw(phantom_cache, tmp_path):
     frontal = {d["detector"] for d in verify["detections_before"]["0"]}
     assert len(frontal) >= 2  # the original face is seen by several detectors: the check proves something
     assert "verify" in report["timings_s"]
+    # the QC pictures are referenced from the report and lie next to it
+    assert set(report["qc_pictures"]) == {"axial", "sagittal", "dose", "renders"}
+    for name in report["qc_pictures"].values():
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "out" / "report.json").read_text())["verify"] == verify
 
 
