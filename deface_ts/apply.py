@@ -69,7 +69,8 @@ def apply_plan(case: Case, plan: RemovalPlan, body: np.ndarray, protected_names:
                 if lost == 0:
                     entry.update(status="unchanged", voxels_after=before)
                 else:
-                    new_mask = roi.mask.full(ct.shape) & ~removed
+                    new_mask = np.zeros(ct.shape, dtype=bool)  # only the ROI's box can hold voxels
+                    new_mask[box] = roi.mask.array & ~removed[box]
                     changes.rois[roi.number] = new_mask
                     after = before - lost
                     entry.update(status="removed" if after == 0 else "clipped", voxels_after=after)
