@@ -167,8 +167,7 @@ def faces_of_pair(original: Volume, defaced: Volume, detectors: list[str], angle
     boxes = {}
     for kind, views in renders.items():
         result.found[kind], result.agreeing[kind] = {}, {}
-        for angle, view in views.items():
-            valid = faces.valid_detections(view, faces.detect(view.image, detectors))
+        for angle, valid in faces.faces_in_views(views, detectors).items():
             scores = {name: max((d.score for d in valid if d.detector == name), default=None) for name in detectors}
             result.found[kind][_key(angle)] = scores
             result.agreeing[kind][_key(angle)] = bool(faces.agreeing(valid)) if len(detectors) > 1 else bool(valid)
@@ -293,9 +292,7 @@ def roi_changes(original: Case, defaced: Case) -> list[dict]:
 
 def dose_at(dose: Volume, ct: Volume, mask: np.ndarray) -> np.ndarray:
     """Dose (Gy) at the centres of the CT voxels of ``mask``, trilinear; 0 outside the dose grid."""
-    points = ct.index_to_lps(np.argwhere(mask))
-    index = dose.lps_to_index(points).T
-    return ndimage.map_coordinates(dose.array, index, order=1, mode="constant", cval=0.0, prefilter=False)
+    return dose.sample(ct.index_to_lps(np.argwhere(mask)))
 
 
 def dvh_points(gy: np.ndarray) -> dict[str, float | None]:

@@ -132,7 +132,7 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
     if method == "eyes":
         if eye_locator is not None:
             return eye_locator
-        with totalseg._home(options):
+        with totalseg.using_home(options):
             installed = "head_glands_cavities" in models.available_tasks()
         if installed:
             return totalseg.TotalSegEyeLocator(options)
@@ -153,7 +153,7 @@ def auto_method(options, has_eyes: bool) -> str:
     """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
     from deface_ts.segment import totalseg
 
-    with totalseg._home(options):
+    with totalseg.using_home(options):
         tasks = models.available_tasks()
     try:
         return totalseg.choose_method(tasks, has_eyes)

@@ -112,7 +112,7 @@ def _chin_limit(body: np.ndarray, view: AnatomicalView, cut: int, s_eye: int, mi
 
 def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
                 eye_margin_mm: float) -> tuple[np.ndarray, Landmarks]:
-    """Rule-labelled face region on the CT grid from eye landmarks."""
+    """Rule-labelled face region on the CT grid from eye landmarks (and the locator's face mask, if any)."""
     try:
         view = AnatomicalView.of(ct)
     except ValueError as exc:
@@ -137,16 +137,21 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         rule[s_low_eye:, cut:, :] = 4
         lower = s_low_eye
     else:
-        body_view = view.view(body)
-        lower, chin_found = _chin_limit(body_view, view, cut, s_inf, mid_l, config)
+        lower, chin_found = _chin_limit(view.view(body), view, cut, s_inf, mid_l, config)
         rule[lower:s_low_eye, cut:, :] = 3
         rule[s_low_eye : s_sup + 1, cut:, :] = 1
         rule[s_sup + 1 :, cut:, :] = 2
-        if config.keep_brain:
-            # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
-            hu_slab = view.view(ct.array)[s_low_eye:, cut:, :]
-            inside = _cranial_cavity(hu_slab, body_view[s_low_eye:, cut:, :], config.bone_hu)
-            rule[s_low_eye:, cut:, :][inside] = 0
+    if location.face_mask is not None:  # method union: the face mask adds what the eye region misses
+        rule[(rule == 0) & view.view(location.face_mask)] = 5
+    if config.keep_brain and (config.kind != "upper" or location.face_mask is not None):
+        # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
+        # defaceRT's box (upper) stays exact: there only face-mask voxels are trimmed.
+        slab = rule[s_low_eye:, cut:, :]
+        inside = _cranial_cavity(view.view(ct.array)[s_low_eye:, cut:, :], view.view(body)[s_low_eye:, cut:, :],
+                                 config.bone_hu)
+        if config.kind == "upper":
+            inside &= slab == 5
+        slab[inside] = 0
     landmarks = Landmarks(
         eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
         cut_plane_anterior_mm=round(float(a_mid - config.plane_offset_mm), 2),
@@ -170,35 +175,38 @@ def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) 
     return enclosed | bridged
 
 
+def dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
+    """``mask`` grown by an ellipsoid of ``margin_mm`` (voxel units from the CT spacing), inside its bounding box.
+
+    Returns ``mask`` itself when the margin is under one voxel or the mask is empty.
+    """
+    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
+    if not radius.any() or not mask.any():
+        return mask
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - radius, 0)
+    hi = np.minimum(idx.max(axis=0) + radius + 1, ct.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out = np.zeros(ct.shape, dtype=bool)
+    out[box] = ndimage.binary_dilation(mask[box], structure=element)
+    return out
+
+
 def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:
     """Each protected ROI grown by ``margin_mm`` (ellipsoidal element in voxel units of the CT grid)."""
-    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
-    grown = []
-    if radius.any():
-        grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-        element = sum((g * sp / max(margin_mm, 1e-6)) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    for name, mask in masks:
-        if radius.any() and mask.any():
-            idx = np.argwhere(mask)
-            lo = np.maximum(idx.min(axis=0) - radius, 0)
-            hi = np.minimum(idx.max(axis=0) + radius + 1, ct.shape)
-            box = tuple(slice(a, b) for a, b in zip(lo, hi))
-            out = np.zeros(ct.shape, dtype=bool)
-            out[box] = ndimage.binary_dilation(mask[box], structure=element)
-            grown.append((name, out))
-        else:
-            grown.append((name, mask))
-    return grown
+    return [(name, dilate_mm(ct, mask, margin_mm)) for name, mask in masks]
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
                          location: FaceLocation) -> np.ndarray:
-    """Take what the skull encloses out of the face-mask voxels (rule 5).
+    """Take what the skull encloses out of a face-mask-only region (rule 5).
 
-    The enclosure test runs on the slab from the lowest eye voxel up (as for the eye
-    region): lower down the cranial cavity opens into the neck through the skull base
-    and is no longer enclosed. Without eye landmarks the slab is the face mask's
-    upper half, which holds the forehead.
+    The enclosure test runs on the slab from the lowest eye voxel up, anterior of the
+    eyes' centres (as for the eye region): lower down the cranial cavity opens into the
+    neck through the skull base, further back into the orbits. Without eye landmarks
+    the slab is the face mask's upper half, which holds the forehead.
     """
     view = AnatomicalView.of(ct)
     r = view.view(rule).copy()
@@ -253,10 +261,6 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
         rule, landmarks = mask_region(ct, body, location, config.region)
     else:
         rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
-        if location.face_mask is not None:
-            rule[(rule == 0) & location.face_mask] = 5
-            if config.region.keep_brain:
-                rule = _keep_cranial_cavity(ct, body, rule, config.region, location)
     grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from deface_ts.volume import LEFT, SUPERIOR, AnatomicalView, Volume
 
@@ -102,10 +101,7 @@ def dose_colours(fraction: np.ndarray) -> np.ndarray:
 
 def dose_on_slice(dose: Volume, ct: Volume, indices: np.ndarray) -> np.ndarray:
     """Dose (Gy) at the CT voxel centres of a slice, trilinear, 0 outside the dose grid."""
-    points = ct.index_to_lps(indices.reshape(3, -1).T)
-    dose_index = dose.lps_to_index(points).T
-    values = ndimage.map_coordinates(dose.array, dose_index, order=1, mode="constant", cval=0.0, prefilter=False)
-    return values.reshape(indices.shape[1:])
+    return dose.sample(ct.index_to_lps(indices.reshape(3, -1).T)).reshape(indices.shape[1:])
 
 
 def paint_dose(grey: np.ndarray, gy: np.ndarray, max_gy: float) -> np.ndarray:

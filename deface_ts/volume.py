@@ -96,6 +96,13 @@ class Volume:
         points = np.asarray(points, dtype=float)
         return points @ inverse[:3, :3].T + inverse[:3, 3]
 
+    def sample(self, points: np.ndarray) -> np.ndarray:
+        """Trilinear values at (N, 3) LPS points; 0 outside the grid (e.g. dose at CT voxel centres)."""
+        from scipy import ndimage
+
+        index = self.lps_to_index(points).T
+        return ndimage.map_coordinates(self.array, index, order=1, mode="constant", cval=0.0, prefilter=False)
+
     def axis_coordinate(self, direction: np.ndarray) -> np.ndarray:
         """Signed distance (mm) of every voxel centre along ``direction`` (LPS unit vector).
 

@@ -76,18 +76,11 @@ def test_no_detector_finds_a_face_after_the_face_region_is_removed(face_ct, back
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_5mm_shave_is_still_a_face(face_ct, backend):
+@pytest.mark.parametrize("scenario", ["shaved", "shell"])
+def test_face_still_found_after_a_5mm_shave_and_under_a_stripped_shell(face_ct, backend, scenario):
     needs_backend(backend)
     names = detectors_present()
-    view = renders_of(face_ct, "shaved", backend)[0.0]
-    assert faces.agreeing(valid_detections(view, detect(view.image, [n for n in names if n != "haar"])))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_face_found_under_a_stripped_immobilisation_mask(face_ct, backend):
-    needs_backend(backend)
-    names = detectors_present()
-    view = renders_of(face_ct, "shell", backend)[0.0]
+    view = renders_of(face_ct, scenario, backend)[0.0]
     assert faces.agreeing(valid_detections(view, detect(view.image, [n for n in names if n != "haar"])))
 
 

@@ -34,6 +34,7 @@ from scipy import ndimage
 from deface_ts import models, nifti
 from deface_ts.errors import DefaceError, InputError, PrivacyError
 from deface_ts.models import ModelError
+from deface_ts.plan import dilate_mm
 from deface_ts.segment.base import Eye, FaceLocation, Locator, anterior_pole
 from deface_ts.segment.eyes import MaskEyeLocator
 from deface_ts.volume import AnatomicalView, Volume
@@ -270,7 +271,7 @@ def _predictor_class():
 
 
 @contextmanager
-def _home(options: TotalSegOptions):
+def using_home(options: TotalSegOptions):
     """$TOTALSEG_HOME_DIR set to ``options.home`` (when given) for the checks and the call, then restored."""
     saved = os.environ.get("TOTALSEG_HOME_DIR")
     if options.home is not None:
@@ -314,7 +315,7 @@ def run_task(ct: Volume, task: str, options: TotalSegOptions, anterior_only: boo
     """
     import time
 
-    with _home(options):
+    with using_home(options):
         model_folder = models.require_task(task)  # checked first: these errors need neither torch nor TotalSegmentator
         models.require_licence(task)
         device = resolve_device(options.device)
@@ -346,22 +347,6 @@ def run_task(ct: Volume, task: str, options: TotalSegOptions, anterior_only: boo
 
 
 # ----------------------------------------------------------------------------------------------- regions
-def _dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
-    """``mask`` grown by an ellipsoid of ``margin_mm`` (voxel units from the CT spacing), inside its bounding box."""
-    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
-    if not radius.any() or not mask.any():
-        return mask.copy()
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - radius, 0)
-    hi = np.minimum(idx.max(axis=0) + radius + 1, ct.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    out = np.zeros(ct.shape, dtype=bool)
-    out[box] = ndimage.binary_dilation(mask[box], structure=element)
-    return out
-
-
 def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float, flatten_mm: float = 0.0) -> np.ndarray:
     """Removal region from a face mask: the mask grown by ``margin_mm``, plus everything in front of it.
 
@@ -376,7 +361,7 @@ def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float, f
         raise ValueError(f"face mask shape {face_mask.shape} does not match the CT {ct.shape}")
     if not face_mask.any():
         raise PrivacyError("the face mask is empty; cannot locate the face")
-    grown = _dilate_mm(ct, face_mask, margin_mm)
+    grown = dilate_mm(ct, face_mask, margin_mm)
     try:
         view = AnatomicalView.of(ct)
     except ValueError as exc:
@@ -477,7 +462,7 @@ class TotalSegLocator:
         if self.eye_locator is not None:
             located = self.eye_locator.locate(ct)
             return located.eyes, "; ".join(located.notes) or "eyes from the eye locator"
-        with _home(self.options):
+        with using_home(self.options):
             installed = "head_glands_cavities" in models.available_tasks()
         if installed or self.method == "union":
             labels = run_task(ct, "head_glands_cavities", self.options)
