@@ -108,3 +108,15 @@ def test_render_locator_defaces_an_eyeless_phantom(phantom_cache, tmp_path, posi
     assert ct.array[nose] > 0 and new.array[nose] <= -990
     ptv = next(r for r in original.structures.rois if r.name == study.roi_names["ptv_face"]).mask.full(ct.shape)
     assert np.array_equal(new.array[ptv], ct.array[ptv])
+
+
+def test_too_few_detectors_fail_closed(phantom_cache, tmp_path, capsys):
+    """Verification that cannot run enough detectors refuses the case instead of passing it unchecked."""
+    study = phantom_cache()
+    before = tree_digest(study.folder)
+    config = tmp_path / "one.yaml"
+    config.write_text("verify:\n  detectors: [mtcnn]\n  min_detectors: 2\n")
+    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--config", str(config)]) == 6
+    err = capsys.readouterr().err
+    assert "1 face detector(s) usable here (mtcnn)" in err and "at least 2 needed" in err
+    assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
