@@ -523,3 +523,26 @@ def test_models_cli_status_and_import(tmp_path, capsys):
     assert status["tasks"]["head_glands_cavities"]["complete"] and status["usage_statistics"] != "on"
     assert main(["models", "--home", str(home), "import", str(source)]) == 3  # already there: refused
     assert main(["models", "--home", str(home), "licence", "short"]) == 3
+
+
+def test_eyes_from_totalsegmentator_when_the_rtstruct_has_none(ts_home, use_home, phantom_cache, tmp_path):
+    """Method eyes on an RTSTRUCT without eye ROIs: head_glands_cavities gives the landmarks."""
+    from deface_ts.config import load_config
+    from deface_ts.dicom.case import load_case
+    from deface_ts.pipeline import deface
+
+    use_home(ts_home)
+    study = phantom_cache(noise_hu=0.0, include_eyes=False)
+    config = load_config(None, {"method": "eyes", "totalseg.device": "cpu", "totalseg.threads": 2})
+    with no_network() as attempts:
+        report = deface(study.folder, tmp_path / "out", config)
+    assert attempts == [] and report["method"] == "eyes"
+    assert any("head_glands_cavities" in note for note in report["locator_notes"])
+    centres = report["landmarks"]["eye_centres_mm"]
+    assert sorted(key.split(":")[0] for key in centres) == ["left", "right"]
+    for key, centre in centres.items():
+        assert np.linalg.norm(np.array(centre) - EYE_CENTRES[key.split(":")[0]]) < 3.0
+    ct, new = load_case(study.folder).ct.hu, load_case(tmp_path / "out" / "dicom").ct.hu
+    nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
+    assert ct.array[nose] > 0 and new.array[nose] == -1000
+    assert report["post_check"]["passed"] and report["verify"]["status"].startswith("verified")
