@@ -92,6 +92,9 @@ class VerifyConfig:
     consistent_views: int = 0  # ... or one detector finding a face in this many views (0: off)
     angles: list[float] = field(default_factory=lambda: [0.0, 30.0, -30.0, 45.0, -45.0])
     pictures: bool = True  # QC pictures (renders before/after, slices, dose) in the output's qc/ folder
+    skin_hu: float = -300.0  # iso-level of the rendered skin
+    strip_opening_mm: float = 3.0  # opening radius that removes the immobilisation shell (sheets < 2x this)
+    strip_margin_mm: float = 2.0  # the skin is the threshold within this distance of the stripped patient
 
 
 @dataclass

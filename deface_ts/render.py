@@ -484,7 +484,8 @@ def _render_vtk(field: Volume, cameras: list[Camera], threshold_hu: float) -> li
 # ------------------------------------------------------------------------------------------- entry point
 def render_views(ct: Volume, angles: tuple[float, ...] = DEFAULT_ANGLES, *, backend: str = "auto",
                  pixel_mm: float = 1.0, threshold_hu: float = -300.0, strip: bool = True,
-                 skin: np.ndarray | None = None, frame: dict[float, Render] | None = None) -> dict[float, Render]:
+                 skin: np.ndarray | None = None, frame: dict[float, Render] | None = None,
+                 opening_mm: float = 3.0, margin_mm: float = 2.0) -> dict[float, Render]:
     """Render the skin surface of a CT from several angles about the patient's superior axis.
 
     Parameters
@@ -501,6 +502,8 @@ def render_views(ct: Volume, angles: tuple[float, ...] = DEFAULT_ANGLES, *, back
         Skin iso-level.
     strip
         Remove the immobilisation mask and couch first (`strip_immobilisation`).
+    opening_mm, margin_mm
+        `strip_immobilisation`'s opening radius and skin margin.
     skin
         A skin mask to use instead (CT grid); overrides ``strip``.
     frame
@@ -522,7 +525,8 @@ def render_views(ct: Volume, angles: tuple[float, ...] = DEFAULT_ANGLES, *, back
     if backend not in ("auto", "vtk", "numpy"):
         raise ValueError(f"backend must be 'auto', 'vtk' or 'numpy', got {backend!r}")
     if skin is None:
-        skin = strip_immobilisation(ct.array, ct.spacing, threshold_hu=threshold_hu) if strip else (
+        skin = strip_immobilisation(ct.array, ct.spacing, threshold_hu=threshold_hu, opening_mm=opening_mm,
+                                    margin_mm=margin_mm) if strip else (
             ct.array > threshold_hu)
     field = skin_field(ct, skin, threshold_hu)
     if frame is not None:

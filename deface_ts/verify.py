@@ -111,8 +111,10 @@ def visual_check(before: Volume, after: Volume, config: VerifyConfig, failure_fo
     from deface_ts.render import render_views
 
     detectors = verify_detectors(config)
-    before_renders = render_views(before, tuple(config.angles), backend=config.backend)
-    after_renders = render_views(after, backend=config.backend, frame=before_renders)
+    options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
+                   margin_mm=config.strip_margin_mm)
+    before_renders = render_views(before, tuple(config.angles), **options)
+    after_renders = render_views(after, frame=before_renders, **options)
     seen_before = faces.faces_in_views(before_renders, detectors)
     seen_after = faces.faces_in_views(after_renders, detectors)
 

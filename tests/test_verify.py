@@ -120,3 +120,11 @@ def test_too_few_detectors_fail_closed(phantom_cache, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 face detector(s) usable here (mtcnn)" in err and "at least 2 needed" in err
     assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
+
+
+def test_skin_level_comes_from_the_config(face_ct, tmp_path):  # noqa: F811
+    """verify.skin_hu sets the rendered iso-level: at +200 HU the render shows bone, behind the soft tissue."""
+    _, skin, _ = visual_check(face_ct, face_ct, VerifyConfig(mode="report"), tmp_path / "a")
+    _, bone, _ = visual_check(face_ct, face_ct, VerifyConfig(mode="report", skin_hu=200.0), tmp_path / "b")
+    a, b = skin[0.0], bone[0.0]
+    assert a.pixel_mm == b.pixel_mm and b.mask.sum() < 0.9 * a.mask.sum()  # the skull's silhouette is smaller
