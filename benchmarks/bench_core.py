@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Stages, phantom  # noqa: E402
+from common import Stages, median, phantom  # noqa: E402
 
 from deface_ts.dicom.ct import load_ct  # noqa: E402
 from deface_ts.dicom.case import Case  # noqa: E402
@@ -25,27 +25,26 @@ from deface_ts.dicom.study import discover, select  # noqa: E402
 from deface_ts.dicom.writer import Changes, write_case  # noqa: E402
 
 
-def main() -> None:
-    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / "deface-ts-bench"
-    study = phantom(work / "study")
-    files = sorted(p for p in study.rglob("*.dcm"))
-    print(f"phantom: {study} ({len(files)} files)")
-    stages = Stages()
+REPEATS = 5
 
+
+def floor_run(files: list[Path], out: Path) -> Stages:
     floor = Stages()
     with floor.stage("floor: pydicom read + decode"):
         datasets = [pydicom.dcmread(p) for p in files]
         for ds in datasets:
             if "PixelData" in ds:
                 ds.pixel_array
-    out = work / "floor-out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     with floor.stage("floor: pydicom write"):
         for n, ds in enumerate(datasets):
             ds.save_as(out / f"{n}.dcm")
-    del datasets
+    return floor
 
+
+def core_run(study: Path, out: Path) -> tuple[Stages, str]:
+    stages = Stages()
     with stages.stage("discover (headers)"):
         found = select(discover(study))
     with stages.stage("load CT"):
@@ -56,15 +55,28 @@ def main() -> None:
         doses = [load_dose(d) for d in found.rtdose]
         plan = load_plan(found.rtplan) if found.rtplan else None
     case = Case(found, ct, structures, plan, doses)
-    out = work / "write-out"
     shutil.rmtree(out, ignore_errors=True)
     with stages.stage("write (identity)"):
         write_case(case, Changes(), out)
-    floor.print(f"Floor on {len(files)} files")
-    stages.print(f"deface-ts core ({ct.hu.shape}, {len(structures.rois)} ROIs, dose {doses[0].gy.shape})")
-    floor_total = sum(s for _, s, _ in floor.rows)
-    ours = sum(s for _, s, _ in stages.rows)
-    print(f"\n  total {ours:.2f} s vs floor {floor_total:.2f} s: ratio {ours / floor_total:.2f} (target <= 2)")
+    return stages, f"{ct.hu.shape}, {len(structures.rois)} ROIs, dose {doses[0].gy.shape}"
+
+
+def main() -> None:
+    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / "deface-ts-bench"
+    study = phantom(work / "study")
+    files = sorted(p for p in study.rglob("*.dcm"))
+    print(f"phantom: {study} ({len(files)} files); {REPEATS} alternating runs of floor and core, medians")
+    floors, cores = [], []
+    for _ in range(REPEATS):  # alternate, so both see the same page cache and machine load
+        floors.append(floor_run(files, work / "floor-out"))
+        stages, what = core_run(study, work / "write-out")
+        cores.append(stages)
+    median(floors).print(f"Floor on {len(files)} files")
+    median(cores).print(f"deface-ts core ({what})")
+    ratios = sorted(c.total() / f.total() for f, c in zip(floors, cores))
+    floor_total, ours = median(floors).total(), median(cores).total()
+    print(f"\n  total {ours:.2f} s vs floor {floor_total:.2f} s (medians): ratio {ours / floor_total:.2f} (target <= 2)")
+    print(f"  ratio per run: {', '.join(f'{r:.2f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

@@ -45,11 +45,23 @@ class Stages:
             thread.join()
             self.rows.append((name, elapsed, max(peak[0], rss_mb())))
 
+    def total(self) -> float:
+        return sum(seconds for _, seconds, _ in self.rows)
+
     def print(self, title: str) -> None:
         print(f"\n{title}")
         print(f"  {'stage':<34} {'seconds':>8} {'peak RSS MB':>12}")
         for name, seconds, peak in self.rows:
             print(f"  {name:<34} {seconds:8.2f} {peak:12.0f}")
+
+
+def median(runs: list[Stages]) -> Stages:
+    """Per stage, the median time and the largest peak over repeated runs of the same stages."""
+    out = Stages()
+    for i, (name, _, _) in enumerate(runs[0].rows):
+        seconds = sorted(run.rows[i][1] for run in runs)
+        out.rows.append((name, seconds[len(seconds) // 2], max(run.rows[i][2] for run in runs)))
+    return out
 
 
 def phantom(folder: Path, **options):

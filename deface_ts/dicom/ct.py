@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
 from deface_ts.dicom.study import DicomFile
@@ -160,7 +159,7 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     arrays: list[np.ndarray] = []
     for f in files:
         try:
-            ds = pydicom.dcmread(f.path)
+            ds = f.header  # parsed by discover; the pixel data is read from the file here
             array = ds.pixel_array
         except Exception as exc:  # decoders raise many kinds; the file name is what matters
             raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc

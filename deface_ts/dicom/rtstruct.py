@@ -127,6 +127,18 @@ def _contour_points(item: Dataset) -> np.ndarray:
     return np.asarray(item.ContourData, dtype=float).reshape(-1, 3)
 
 
+_GEOMETRIC_TYPE = 0x30060042
+
+
+def _geometric_type(item: Dataset) -> str:
+    """ContourGeometricType (CLOSED_PLANAR when absent), from the raw bytes when not yet converted."""
+    raw = item.get_item(_GEOMETRIC_TYPE)
+    if raw is None:
+        return "CLOSED_PLANAR"
+    value = raw.value
+    return value.decode("ascii", "replace").strip(" \0") if isinstance(value, bytes) else str(value or "").strip()
+
+
 def load_structures(file: DicomFile, ct: Volume, frame_of_reference: str) -> Structures:
     """Read an RTSTRUCT and rasterise every closed planar ROI on the CT grid."""
     try:
@@ -166,22 +178,23 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
         return empty, [], []
     n_slices, n_rows, n_cols = ct.shape
     step = float(ct.spacing[0])
+    contours = list(item.ContourSequence)
+    closed = [n for n, c in enumerate(contours) if _geometric_type(c) == "CLOSED_PLANAR" and _CONTOUR_DATA in c]
+    slices: list[int | None] = [None] * len(contours)
+    if not closed:
+        return empty, slices, []
+    points = [_contour_points(contours[n]) for n in closed]
+    index = ct.lps_to_index(np.concatenate(points))  # one transform for all contours of the ROI
     polygons: list[tuple[int, np.ndarray]] = []
-    slices: list[int | None] = []
     outside = 0
-    for contour in item.ContourSequence:
-        if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR" or _CONTOUR_DATA not in contour:
-            slices.append(None)
-            continue
-        index = ct.lps_to_index(_contour_points(contour))
-        k = int(np.rint(index[:, 0].mean()))
-        off_plane = np.abs(index[:, 0] - k).max() * step
+    for n, ring in zip(closed, np.split(index, np.cumsum([len(p) for p in points])[:-1])):
+        k = int(np.rint(ring[:, 0].mean()))
+        off_plane = np.abs(ring[:, 0] - k).max() * step
         if not 0 <= k < n_slices or off_plane > max(0.25 * step, 0.05):
             outside += 1
-            slices.append(None)
             continue
-        slices.append(k)
-        polygons.append((k, index[:, 1:]))
+        slices[n] = k
+        polygons.append((k, ring[:, 1:]))
     problems = [f"{outside} contour(s) lie outside the CT slices and were not rasterised"] if outside else []
     if not polygons:
         return empty, slices, problems
@@ -192,26 +205,27 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
     hi = (max(ks) + 1, min(int(np.ceil(rows.max())) + 1, n_rows), min(int(np.ceil(cols.max())) + 1, n_cols))
     if hi[1] <= lo[1] or hi[2] <= lo[2]:
         return empty, slices, problems + ["contours lie outside the CT field of view"]
-    box = np.zeros(tuple(h - l for l, h in zip(lo, hi)), dtype=bool)
-    by_slice: dict[int, list[np.ndarray]] = {}
-    for k, points in polygons:
-        by_slice.setdefault(k, []).append(points - [lo[1], lo[2]])
-    for k, rings in by_slice.items():
-        box[k - lo[0]] = fill_even_odd(rings, box.shape[1:])
+    shape = tuple(h - l for l, h in zip(lo, hi))
+    rings = [points - [lo[1], lo[2]] for _, points in polygons]
+    box = fill_even_odd(rings, shape, [k - lo[0] for k in ks])
     return RoiMask(lo, box), slices, problems
 
 
-def fill_even_odd(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """Pixels whose centre lies inside an odd number of the closed (row, column) rings.
+def fill_even_odd(rings: list[np.ndarray], shape: tuple[int, ...], planes: list[int] | None = None) -> np.ndarray:
+    """Pixels whose centre lies inside an odd number of the closed (row, column) rings of their plane.
 
-    A scanline fill over all rings of a slice at once, so inner contours cut
-    holes (PS3.3 C.8.8.6.3). Written here because skimage.draw.polygon fills one
-    ring at a time and tests every pixel of its box against every vertex, ~50x
-    slower on 1 mm BODY contours.
+    ``shape`` is (rows, columns), or (planes, rows, columns) with ``planes``
+    giving each ring's plane. A scanline fill over all rings at once, so inner
+    contours cut holes (PS3.3 C.8.8.6.3). Written here because
+    skimage.draw.polygon fills one ring at a time and tests every pixel of its
+    box against every vertex, ~50x slower on 1 mm BODY contours.
     """
-    rows, cols = shape
+    if len(shape) == 2:
+        return fill_even_odd(rings, (1, *shape), [0] * len(rings))[0]
+    n_planes, rows, cols = shape
     starts = np.concatenate(rings)
     ends = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    plane_of = np.repeat(np.asarray(planes, dtype=np.int64), [len(r) for r in rings])
     r0, c0, r1, c1 = starts[:, 0], starts[:, 1], ends[:, 0], ends[:, 1]
     low, high = np.minimum(r0, r1), np.maximum(r0, r1)
     first = np.clip(np.ceil(low), 0, rows).astype(np.int64)  # half-open [low, high): each vertex counted once
@@ -222,9 +236,10 @@ def fill_even_odd(rings: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray
     t = (row - r0[edge]) / (r1[edge] - r0[edge])
     col = c0[edge] + t * (c1[edge] - c0[edge])
     toggle = np.clip(np.floor(col).astype(np.int64) + 1, 0, cols)  # pixels right of the crossing flip
-    parity = np.zeros((rows, cols + 1), dtype=np.int32)
-    np.add.at(parity, (row, toggle), 1)
-    return (np.cumsum(parity, axis=1)[:, :cols] & 1).astype(bool)
+    # Crossing parity per pixel, then a running XOR along each row (4x faster than cumsum along the last axis).
+    parity = np.zeros((n_planes, rows, cols + 1), dtype=np.uint8)
+    np.bitwise_xor.at(parity, (plane_of[edge], row, toggle), 1)
+    return np.bitwise_xor.accumulate(parity, axis=2)[:, :, :cols].astype(bool)
 
 
 def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:

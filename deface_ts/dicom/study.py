@@ -2,7 +2,10 @@
 
 Files are grouped by content (SOPClassUID, Modality and UID references),
 never by file name: RS*/RD* prefixes are a habit of some systems, not a rule.
-Only headers are read here (``stop_before_pixels``).
+Only headers are parsed here: values larger than ``DEFER_SIZE`` (pixel data,
+big sequences) are left on disk and read by pydicom when first used, so
+loading the chosen CT series later reads each slice's pixels without parsing
+its header a second time.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_ION_PLAN = "1.2.840.10008.5.1.4.1.1.481.8"
 
+#: Values larger than this are read when first accessed (pydicom's deferred read).
+DEFER_SIZE = "64 KB"
+
 
 @dataclass
 class DicomFile:
-    """One DICOM file and its header (no pixel data)."""
+    """One DICOM file and its dataset; values over ``DEFER_SIZE`` (pixel data) are read on first use."""
 
     path: Path
     header: Dataset
@@ -117,7 +123,7 @@ def discover(root: Path) -> Discovery:
     found = Discovery(root, {}, [], [], [], [])
     for path in paths:
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
+            header = pydicom.dcmread(path, defer_size=DEFER_SIZE)
             sop_class = str(header.get("SOPClassUID", ""))
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             found.skipped.append((path, f"not a readable DICOM file ({exc.__class__.__name__}: {exc})"))

@@ -143,3 +143,49 @@ def test_plastimatch_reads_written_set(identity, tmp_path):
     dose = nifti.load(tmp_path / "dose.nii.gz")
     ours = case.doses[0].gy
     assert np.allclose(resample_nearest(dose, ours), ours.array, atol=1e-3 * ours.array.max())
+
+
+def _parse_everything(ds):
+    for element in ds:  # iterating converts each raw element, nested sequences too
+        if element.VR == "SQ":
+            for item in element.value:
+                _parse_everything(item)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_raw_sequences_are_remapped_as_pydicom_writes_parsed_ones(phantom_cache, tmp_path, implicit):
+    """Unparsed sequences are remapped once per distinct value and written as bytes: same file as the slow path."""
+    study = phantom_cache()
+    ds = pydicom.dcmread(study.rtstruct_file)
+    ds.StructureSetROISequence[0].ROIName = "Parotide_gauche_é"  # non-ASCII text inside an item (ISO_IR 100)
+    source = tmp_path / "rs.dcm"
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(source, enforce_file_format=True)
+    ct_uids = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study.ct_files]
+
+    def remap_and_write(dataset, name):
+        uids = UidMap(salt="fixed")
+        for uid in ct_uids + [dataset.SOPInstanceUID]:
+            uids.new(uid)
+        out = uids.remap(dataset)
+        out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        out.save_as(tmp_path / name, enforce_file_format=True)
+        return out, uids
+
+    raw = pydicom.dcmread(source)
+    tag = pydicom.tag.Tag("ROIContourSequence")
+    assert raw.get_item(tag).is_raw  # the fast path is taken
+    fast, uids = remap_and_write(raw, "fast.dcm")
+    assert fast.get_item(tag).is_raw and len(uids._sequences) > 0
+    parsed = pydicom.dcmread(source)
+    _parse_everything(parsed)
+    remap_and_write(parsed, "slow.dcm")
+    assert (tmp_path / "fast.dcm").read_bytes() == (tmp_path / "slow.dcm").read_bytes()
+
+    again = pydicom.dcmread(tmp_path / "fast.dcm")
+    assert again.StructureSetROISequence[0].ROIName == "Parotide_gauche_é"
+    new_ct = {uids.get(uid) for uid in ct_uids}
+    referenced = {image.ReferencedSOPInstanceUID for item in again.ROIContourSequence
+                  for contour in item.ContourSequence for image in contour.ContourImageSequence}
+    assert referenced and referenced <= new_ct
