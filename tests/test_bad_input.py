@@ -7,6 +7,8 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from deface_ts.cli import main
 from tests.conftest import copy_study, tree_digest
@@ -73,6 +75,16 @@ def other_frame(study, folder):
     ds.save_as(path)
 
 
+def bad_contour(study, folder):
+    copy_study(study, folder)
+    path = folder / study.rtstruct_file.relative_to(study.folder)
+    ds = pydicom.dcmread(path)
+    contour = ds.ROIContourSequence[2].ContourSequence[0]
+    text = b"1.0\\abc\\2.0 "  # a coordinate that is not a number
+    contour[0x30060050] = RawDataElement(Tag(0x30060050), "DS", len(text), text, 0, False, True)
+    ds.save_as(path)
+
+
 def truncated_needed(study, folder):
     copy_study(study, folder)
     path = _ct_paths(folder)[3]
@@ -88,6 +100,7 @@ CASES = [
     (tilted, "gantry tilt", 3),
     (other_frame, "frame of reference", 3),
     (truncated_needed, "cannot read CT pixel data", 3),
+    (bad_contour, "unreadable contour (could not convert string 'abc'", 3),
 ]
 
 

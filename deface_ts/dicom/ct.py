@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 
 from deface_ts.dicom.study import DicomFile
 from deface_ts.errors import InputError
@@ -156,21 +157,24 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     """Load a CT series: sort by geometry, decode pixels, apply the rescale."""
     files, orientation, origin, step = slice_geometry(files)
     datasets: list[Dataset] = []
-    arrays: list[np.ndarray] = []
-    for f in files:
+    stored: np.ndarray | None = None
+    for k, f in enumerate(files):
+        ds = f.header  # parsed by discover; the pixel data is read from the file here
         try:
-            ds = f.header  # parsed by discover; the pixel data is read from the file here
-            array = ds.pixel_array
+            # pydicom.pixels.pixel_array keeps no decoded copy in the dataset (Dataset.pixel_array does):
+            # one CT-sized array in memory instead of three, and no stacking copy.
+            array = pixel_array(ds)
         except Exception as exc:  # decoders raise many kinds; the file name is what matters
             raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
         if array.ndim != 2:
             raise InputError(f"{f.path}: expected a single-frame CT image, got pixel array of shape {array.shape}")
+        if stored is None:
+            stored = np.empty((len(files), *array.shape), dtype=array.dtype)
+        elif array.dtype != stored.dtype:
+            raise InputError(f"{f.path}: stored type {array.dtype} differs from {files[0].path} ({stored.dtype})")
+        stored[k] = array
         datasets.append(ds)
-        arrays.append(array)
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) != 1:
-        raise InputError(f"{files[0].path.parent}: slices have different stored types {sorted(map(str, dtypes))}")
-    stored = np.stack(arrays)
+    assert stored is not None
     slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
     intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
     hu = _hounsfield(stored, slope, intercept)

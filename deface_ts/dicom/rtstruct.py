@@ -8,6 +8,7 @@ unchanged slices are written back byte for byte.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -115,16 +116,24 @@ _CONTOUR_DATA = 0x30060050
 
 
 def _contour_points(item: Dataset) -> np.ndarray:
-    """ContourData as an (N, 3) array.
+    """ContourData as an (N, 3) array; ValueError when it is not a list of x, y, z numbers.
 
-    Parsed straight from the raw DS bytes when pydicom has not converted them
-    yet: building one DSfloat object per coordinate costs ~10x the whole load.
+    Parsed straight from the raw DS bytes with numpy's C text reader when
+    pydicom has not converted them yet: one DSfloat object per coordinate
+    costs ~10x the whole load, and float() per value ~2x numpy's reader.
     """
     raw = item.get_item(_CONTOUR_DATA)
     value = getattr(raw, "value", None)
     if isinstance(value, bytes):
-        return np.array(value.decode("ascii").split("\\"), dtype=np.float64).reshape(-1, 3)
-    return np.asarray(item.ContourData, dtype=float).reshape(-1, 3)
+        text = value.rstrip(b" \0")
+        values = np.loadtxt(io.BytesIO(text), delimiter="\\", dtype=np.float64, ndmin=1) if text else np.zeros(0)
+    else:
+        values = np.asarray(item.ContourData, dtype=float).ravel()
+    if values.size == 0 or values.size % 3:
+        raise ValueError(f"ContourData has {values.size} values, not x, y, z triplets")
+    if not np.isfinite(values).all():
+        raise ValueError("ContourData holds values that are not finite numbers")
+    return values.reshape(-1, 3)
 
 
 _GEOMETRIC_TYPE = 0x30060042
@@ -161,7 +170,10 @@ def load_structures(file: DicomFile, ct: Volume, frame_of_reference: str) -> Str
         name = str(info.get("ROIName", f"ROI {number}"))
         kind = types.get(number, "")
         item = contours.get(number)
-        mask, slices, problems = rasterise(item, ct)
+        try:
+            mask, slices, problems = rasterise(item, ct)
+        except ValueError as exc:
+            raise InputError(f"{file.path}: ROI '{name}' (number {number}): unreadable contour ({exc})") from exc
         warnings += [f"{file.path}: ROI '{name}': {p}" for p in problems]
         rois.append(Roi(number, name, kind, roi_role(name, kind), item, mask, slices))
     return Structures(file, ds, rois, warnings)
