@@ -6,6 +6,7 @@ Run: .venv/bin/python benchmarks/bench_core.py [WORKDIR]
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import tempfile
@@ -67,8 +68,12 @@ def main() -> None:
     files = sorted(p for p in study.rglob("*.dcm"))
     print(f"phantom: {study} ({len(files)} files); {REPEATS} alternating runs of floor and core, medians")
     floors, cores = [], []
-    for _ in range(REPEATS):  # alternate, so both see the same page cache and machine load
+    for _ in range(REPEATS):
+        # Alternate, so both see the same page cache and machine load; each starts from a collected heap so
+        # that neither pays for the other's garbage (the collector stays on while they run).
+        gc.collect()
         floors.append(floor_run(files, work / "floor-out"))
+        gc.collect()
         stages, what = core_run(study, work / "write-out")
         cores.append(stages)
     median(floors).print(f"Floor on {len(files)} files")

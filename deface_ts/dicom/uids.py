@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
@@ -109,7 +109,9 @@ class UidMap:
         key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, own)
         if key not in self._sequences:
             encodings = ds._character_set
-            items = [self.remap(item) for item in ds[raw.tag].value]
+            # Parsed aside: the original dataset keeps its raw element (fewer live objects, same next time).
+            parsed = convert_raw_data_element(raw, encoding=encodings, ds=ds)
+            items = [self.remap(item) for item in parsed.value]
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
             write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), encodings)
