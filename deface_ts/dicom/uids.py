@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
+from pydicom.charset import default_encoding
 from pydicom.uid import generate_uid
 
 
@@ -70,12 +71,16 @@ class UidMap:
     def get(self, uid: str) -> str:
         return self.mapping.get(str(uid), str(uid))
 
-    def remap(self, ds: Dataset) -> Dataset:
+    def remap(self, ds: Dataset, charset: str | list[str] = default_encoding) -> Dataset:
         """A copy of ``ds`` with every mapped UI value replaced, in nested sequences too.
 
         The copy is shallow where nothing changes (pixel data and other large
-        values are shared, not duplicated); sequences are rebuilt.
+        values are shared, not duplicated); sequences are rebuilt. ``charset``
+        is the Specific Character Set ``ds`` inherits (as pydicom's writer
+        passes it down to sequence items).
         """
+        if _SPECIFIC_CHARACTER_SET in ds:
+            charset = ds[_SPECIFIC_CHARACTER_SET].value or default_encoding
         out = shallow_copy(ds)
         for tag, raw in ds.items():
             # Look at the VR without converting the value: converting every DS of an
@@ -84,7 +89,7 @@ class UidMap:
             if vr not in ("UI", "SQ"):
                 continue
             if vr == "SQ" and raw.is_raw and isinstance(raw.value, bytes):
-                out[tag] = self._remap_raw_sequence(ds, raw)
+                out[tag] = self._remap_raw_sequence(ds, raw, charset)
                 continue
             element = ds[tag]
             if element.VR == "UI" and element.value:
@@ -93,10 +98,10 @@ class UidMap:
                 if new != [str(v) for v in values]:
                     out[tag] = DataElement(tag, "UI", new if element.VM > 1 else new[0])
             elif element.VR == "SQ":
-                out[tag] = DataElement(tag, "SQ", Sequence([self.remap(item) for item in element.value]))
+                out[tag] = DataElement(tag, "SQ", Sequence([self.remap(item, charset) for item in element.value]))
         return out
 
-    def _remap_raw_sequence(self, ds: Dataset, raw: RawDataElement) -> RawDataElement:
+    def _remap_raw_sequence(self, ds: Dataset, raw: RawDataElement, charset: str | list[str]) -> RawDataElement:
         """A not yet parsed sequence, remapped and encoded back to raw bytes once per distinct value.
 
         An RTSTRUCT repeats the same few hundred ContourImageSequence values
@@ -104,17 +109,14 @@ class UidMap:
         each one through pydicom's objects was most of the time of writing the
         set. The bytes are what pydicom itself writes for the remapped sequence.
         """
-        charset = ds.get_item(_SPECIFIC_CHARACTER_SET)  # Dataset.get of a missing tag costs ~25 µs
-        own = str(charset.value) if charset is not None else str(ds._parent_encoding)
-        key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, own)
+        key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, str(charset))
         if key not in self._sequences:
-            encodings = ds._character_set
             # Parsed aside: the original dataset keeps its raw element (fewer live objects, same next time).
-            parsed = convert_raw_data_element(raw, encoding=encodings, ds=ds)
-            items = [self.remap(item) for item in parsed.value]
+            parsed = convert_raw_data_element(raw, encoding=ds._character_set, ds=ds)
+            items = [self.remap(item, charset) for item in parsed.value]
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
-            write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), encodings)
+            write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
             value = fp.getvalue()
             self._sequences[key] = raw._replace(VR="SQ", length=len(value), value=value)
         return self._sequences[key]
