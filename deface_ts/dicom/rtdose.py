@@ -50,6 +50,11 @@ def frame_offsets(ds: Dataset, path) -> np.ndarray:
         if not np.allclose(orientation, [1, 0, 0, 0, 1, 0], atol=1e-4):
             raise InputError(f"{path}: absolute GridFrameOffsetVector is only defined for axial dose grids")
         offsets = offsets - float(ds.ImagePositionPatient[2])
+        if abs(offsets[0]) > 0.01:
+            raise InputError(
+                f"{path}: GridFrameOffsetVector starts at {offsets[0] + float(ds.ImagePositionPatient[2]):.3f} mm, "
+                f"neither 0 (relative) nor the ImagePositionPatient z {float(ds.ImagePositionPatient[2]):.3f} (absolute)"
+            )
     return offsets
 
 
