@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,10 +66,13 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     with timer.stage("apply"):
         applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
-        with timer.stage("write"):
+        with timer.stage("write"), ThreadPoolExecutor(1) as pool:
+            # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
+            nifti_done = pool.submit(write_nifti_outputs, tmp / "nifti", ct.with_array(applied.hu), plan,
+                                     hu_dtype=ct.array.dtype) if config.output.nifti else None
             written = write_case(case, applied.changes, tmp / "dicom", UidMap(config.output.uid_salt))
-            if config.output.nifti:
-                write_nifti_outputs(tmp / "nifti", ct.with_array(applied.hu), plan, hu_dtype=ct.array.dtype)
+            if nifti_done is not None:
+                nifti_done.result()
         with timer.stage("post_check"):
             reread = load_case(tmp / "dicom")
             check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}

@@ -261,13 +261,20 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
     midpoints, so no pixel centre lies on it and the fill reproduces the mask.
     Collinear points are dropped (tolerance 0 keeps the shape exact).
     """
-    padded = np.pad(mask_slice.astype(np.float32), 1)
+    rows = np.flatnonzero(mask_slice.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(mask_slice.any(axis=0))
+    r0, c0 = int(rows[0]), int(cols[0])
+    # Traced in the mask's bounding box only: find_contours' cost grows with the area it scans.
+    crop = mask_slice[r0 : int(rows[-1]) + 1, c0 : int(cols[-1]) + 1]
+    padded = np.pad(crop.astype(np.float32), 1)
     polygons = []
     for line in find_contours(padded, 0.5):
         line = approximate_polygon(line, tolerance=0.0)
         if len(line) > 3 and np.allclose(line[0], line[-1]):
             line = line[:-1]
-        polygons.append(line - 1.0)
+        polygons.append(line + [r0 - 1.0, c0 - 1.0])
     return polygons
 
 
@@ -299,6 +306,18 @@ def _new_contours(mask_slice: np.ndarray, k: int, ct: Volume, sop_uid: str, like
     return items
 
 
+def changed_slices(old: RoiMask, new_mask: np.ndarray) -> list[int]:
+    """Slices where ``new_mask`` (full CT grid) differs from ``old``, compared inside old's box where possible."""
+    box = old.box
+    inside = new_mask[box]
+    changed = set((np.flatnonzero(np.any(inside != old.array, axis=(1, 2))) + old.offset[0]).tolist())
+    if np.count_nonzero(inside) != np.count_nonzero(new_mask):  # the new mask reaches outside the old box
+        outside = new_mask.copy()
+        outside[box] = False
+        changed |= set(np.flatnonzero(outside.any(axis=(1, 2))).tolist())
+    return sorted(int(k) for k in changed)
+
+
 def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str], like: Dataset) -> Dataset:
     """A new ROIContourSequence item for ``roi`` whose mask becomes ``new_mask`` (full CT grid).
 
@@ -309,8 +328,7 @@ def recontour(roi: Roi, new_mask: np.ndarray, ct: Volume, sop_uids: list[str], l
     items take the character set and transfer syntax of ``like`` (an item of
     the same file).
     """
-    old = roi.mask.full(ct.shape)
-    changed = [int(k) for k in np.flatnonzero(np.any(old != new_mask, axis=(1, 2)))]
+    changed = changed_slices(roi.mask, new_mask)
     item = same_encoding(Dataset(), like)
     if roi.contour is not None:
         for element in roi.contour:

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from deface_ts.dicom.case import load_case
-from deface_ts.dicom.rtstruct import contour_slice, rasterise, roi_role
+from deface_ts.dicom.rtstruct import RoiMask, changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
 from tests.checkers import dice, plastimatch_convert, requires_plastimatch, resample_nearest
 from deface_ts import nifti
 
@@ -102,3 +102,26 @@ def test_contours_outside_the_ct_are_named_in_a_warning(phantom, tmp_path):
     case = load_case(folder)
     assert any(name in w and "outside the CT" in w for w in case.warnings)
     assert case.structures.get(name).volume_voxels > 0
+
+
+def test_changed_slices_inside_and_outside_the_old_box():
+    full = np.zeros((12, 20, 20), dtype=bool)
+    full[3:8, 5:10, 5:10] = True
+    old = RoiMask.from_full(full)
+    assert changed_slices(old, full) == []
+    new = full.copy()
+    new[4, 6, 6] = False  # inside the box
+    new[10, 0, 0] = True  # a slice outside the box
+    new[5, 19, 19] = True  # a slice inside the box's range, a voxel outside it
+    assert changed_slices(old, new) == [4, 5, 10]
+    empty = RoiMask.from_full(np.zeros_like(full))
+    assert changed_slices(empty, full) == [3, 4, 5, 6, 7]
+
+
+def test_contours_of_a_cropped_slice_are_in_full_slice_coordinates():
+    rng = np.random.default_rng(3)
+    mask = np.zeros((64, 80), dtype=bool)
+    mask[20:50, 30:70] = rng.random((30, 40)) > 0.35
+    polygons = contour_slice(mask)
+    assert np.array_equal(fill_even_odd(polygons, mask.shape), mask)
+    assert contour_slice(np.zeros((5, 5), dtype=bool)) == []
