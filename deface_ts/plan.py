@@ -30,7 +30,7 @@ from scipy import ndimage
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.segment.base import FaceLocation
-from deface_ts.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume
+from deface_ts.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume, bounding_box
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -167,9 +167,11 @@ def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) 
     """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air)."""
     bone = hu_slab > bone_hu
     sealed = ndimage.binary_closing(bone, iterations=2) | bone  # bridge thin partial-volume gaps
-    labels, _ = ndimage.label(~sealed)
-    outside_labels = np.unique(labels[~body_slab & ~sealed])
-    enclosed = (labels > 0) & ~np.isin(labels, outside_labels[outside_labels > 0])
+    labels, count = ndimage.label(~sealed)
+    # A lookup table per label (bincount + gather) instead of np.unique/np.isin, which sort the slab.
+    outside = np.bincount(labels[~body_slab & ~sealed], minlength=count + 1) > 0
+    outside[0] = True
+    enclosed = ~outside[labels]
     # Voxels the closing bridged over are kept when they border the cavity (thin brain between bone).
     bridged = sealed & ~bone & ndimage.binary_dilation(enclosed, iterations=2)
     return enclosed | bridged
@@ -185,10 +187,7 @@ def dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
         return mask
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
     element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - radius, 0)
-    hi = np.minimum(idx.max(axis=0) + radius + 1, ct.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    box = bounding_box(mask, radius)
     out = np.zeros(ct.shape, dtype=bool)
     out[box] = ndimage.binary_dilation(mask[box], structure=element)
     return out

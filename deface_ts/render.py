@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from deface_ts.errors import PrivacyError
-from deface_ts.volume import ANTERIOR, LEFT, SUPERIOR, Volume
+from deface_ts.volume import ANTERIOR, LEFT, SUPERIOR, Volume, bounding_box
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
     above = hu > threshold_hu
     if not above.any():
         return above
-    box = _bounding_box(above, margin=1)
+    box = bounding_box(above, margin=1)
     crop = above[box]
     factors = np.maximum(1, np.floor(work_mm / spacing + 1e-6)).astype(int)
     coarse = _block_mean(crop, factors) > 0.5  # a thin sheet averages below one half and thins out here
@@ -162,12 +162,6 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
     out = np.zeros_like(above)
     out[box] = crop & keep
     return out
-
-
-def _bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice]:
-    index = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    return tuple(slice(max(int(i[0]) - margin, 0), min(int(i[-1]) + 1 + margin, n))
-                 for i, n in zip(index, mask.shape))  # type: ignore[return-value]
 
 
 def _block_mean(mask: np.ndarray, factors: np.ndarray) -> np.ndarray:
@@ -201,7 +195,7 @@ def skin_field(ct: Volume, skin: np.ndarray, threshold_hu: float = -300.0, smoot
     """
     if not skin.any():
         raise BlankRenderError(f"the CT has no skin surface above {threshold_hu} HU to render")
-    box = _bounding_box(skin, margin=3)
+    box = bounding_box(skin, margin=3)
     field = np.where(skin[box], np.clip(ct.array[box], AIR_HU, 200.0), AIR_HU).astype(np.float32)
     if smooth_mm > 0:
         field = ndimage.gaussian_filter(field, smooth_mm / ct.spacing, mode="nearest")

@@ -26,6 +26,21 @@ INFERIOR = -SUPERIOR
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def bounding_box(mask: np.ndarray, margin: int | np.ndarray = 0) -> tuple[slice, ...] | None:
+    """Index box of the true voxels of ``mask`` grown by ``margin`` (per axis allowed), clipped to the array.
+
+    None for an empty mask. Projections per axis: ``np.argwhere`` would list every true voxel (millions for a brain).
+    """
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (mask.ndim,))
+    box = []
+    for axis, (n, m) in enumerate(zip(mask.shape, margins)):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - int(m), 0), min(int(hits[-1]) + 1 + int(m), n)))
+    return tuple(box)
+
+
 def affine_from_dicom(
     position: np.ndarray, orientation: np.ndarray, spacing: tuple[float, float, float]
 ) -> np.ndarray:
