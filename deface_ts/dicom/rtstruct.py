@@ -116,7 +116,7 @@ _CONTOUR_DATA = 0x30060050
 
 
 def _contour_points(item: Dataset) -> np.ndarray:
-    """ContourData as an (N, 3) array; ValueError when it is not a list of x, y, z numbers.
+    """ContourData as an (N, 3) array (N may be 0); ValueError when it is not a list of x, y, z numbers.
 
     Parsed straight from the raw DS bytes with numpy's C text reader when
     pydicom has not converted them yet: one DSfloat object per coordinate
@@ -125,11 +125,12 @@ def _contour_points(item: Dataset) -> np.ndarray:
     raw = item.get_item(_CONTOUR_DATA)
     value = getattr(raw, "value", None)
     if isinstance(value, bytes):
-        text = value.rstrip(b" \0")
+        text = value.rstrip(b" \0\\")  # padding, and the empty last value some exports leave
         values = np.loadtxt(io.BytesIO(text), delimiter="\\", dtype=np.float64, ndmin=1) if text else np.zeros(0)
     else:
-        values = np.asarray(item.ContourData, dtype=float).ravel()
-    if values.size == 0 or values.size % 3:
+        data = item.get("ContourData")  # converted by pydicom: None or "" when the element is empty
+        values = np.asarray([] if data is None or data == "" else data, dtype=float).ravel()
+    if values.size % 3:
         raise ValueError(f"ContourData has {values.size} values, not x, y, z triplets")
     if not np.isfinite(values).all():
         raise ValueError("ContourData holds values that are not finite numbers")
@@ -193,9 +194,12 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
     contours = list(item.ContourSequence)
     closed = [n for n, c in enumerate(contours) if _geometric_type(c) == "CLOSED_PLANAR" and _CONTOUR_DATA in c]
     slices: list[int | None] = [None] * len(contours)
+    found = {n: _contour_points(contours[n]) for n in closed}
+    closed = [n for n in closed if len(found[n])]
+    problems = [f"{len(found) - len(closed)} contour(s) without points were ignored"] if len(found) > len(closed) else []
     if not closed:
-        return empty, slices, []
-    points = [_contour_points(contours[n]) for n in closed]
+        return empty, slices, problems
+    points = [found[n] for n in closed]
     index = ct.lps_to_index(np.concatenate(points))  # one transform for all contours of the ROI
     polygons: list[tuple[int, np.ndarray]] = []
     outside = 0
@@ -207,7 +211,7 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
             continue
         slices[n] = k
         polygons.append((k, ring[:, 1:]))
-    problems = [f"{outside} contour(s) lie outside the CT slices and were not rasterised"] if outside else []
+    problems += [f"{outside} contour(s) lie outside the CT slices and were not rasterised"] if outside else []
     if not polygons:
         return empty, slices, problems
     ks = [k for k, _ in polygons]

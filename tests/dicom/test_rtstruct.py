@@ -125,3 +125,48 @@ def test_contours_of_a_cropped_slice_are_in_full_slice_coordinates():
     polygons = contour_slice(mask)
     assert np.array_equal(fill_even_odd(polygons, mask.shape), mask)
     assert contour_slice(np.zeros((5, 5), dtype=bool)) == []
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"1\\2\\3\\4.5\\-5\\+6E+1", [[1, 2, 3], [4.5, -5, 60]]),
+    (b"1\\2\\3\\", [[1, 2, 3]]),  # the empty last value some exports leave
+    (b" 1\\ 2 \\3\x00", [[1, 2, 3]]),
+    (b"1\\2", None),
+    (b"1\\nan\\3", None),
+    (b"", []),
+])
+def test_contour_data_from_raw_bytes(raw, expected):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    from deface_ts.dicom.rtstruct import _contour_points
+
+    item = Dataset()
+    item[0x30060050] = RawDataElement(Tag(0x30060050), "DS", len(raw), raw, 0, False, True)
+    if expected is None:
+        with pytest.raises(ValueError, match="ContourData"):
+            _contour_points(item)
+    else:
+        assert _contour_points(item).reshape(-1, 3).tolist() == expected
+
+
+def test_contour_without_points_is_ignored_with_a_warning(phantom, tmp_path):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    from tests.conftest import copy_study
+
+    folder = copy_study(phantom, tmp_path / "empty")
+    path = folder / phantom.rtstruct_file.relative_to(phantom.folder)
+    ds = pydicom.dcmread(path)
+    name = phantom.roi_names["cord"]
+    number = next(int(r.ROINumber) for r in ds.StructureSetROISequence if r.ROIName == name)
+    item = next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == number)
+    item.ContourSequence[0][0x30060050] = RawDataElement(Tag(0x30060050), "DS", 0, b"", 0, False, True)
+    item.ContourSequence[0].NumberOfContourPoints = 0
+    ds.save_as(path)
+    case = load_case(folder)
+    assert any(name in w and "1 contour(s) without points were ignored" in w for w in case.warnings)
+    roi = case.structures.get(name)
+    assert roi.volume_voxels > 0 and roi.contour_slices[0] is None
