@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from deface_ts import __version__
@@ -33,6 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     deface.add_argument("input", type=Path, help="DICOM study folder, or a NIfTI CT (.nii/.nii.gz)")
     deface.add_argument("output", type=Path, help="output folder (must not exist or be empty)")
     _deface_options(deface)
+
+    batch = sub.add_parser("batch", help="deface the cases of a manifest CSV (one per Slurm array task, or all)",
+                           description="MANIFEST: CSV with columns case, input[, series]. Each case is written to "
+                           "OUTPUT_ROOT/<case>; done cases are skipped, a failed case leaves <case>.failed.json. "
+                           "Without --index the task number comes from $SLURM_ARRAY_TASK_ID; with neither, "
+                           "every case runs in turn.")
+    batch.add_argument("manifest", type=Path)
+    batch.add_argument("output_root", type=Path)
+    batch.add_argument("--index", type=int, help="0-based manifest row to run (default: $SLURM_ARRAY_TASK_ID)")
+    batch.add_argument("--status", action="store_true", help="print done/failed/pending cases and exit")
+    batch.add_argument("--submit", action="store_true", help="submit pending and failed cases as a Slurm array job")
+    batch.add_argument("--max-parallel", type=int, metavar="K", help="with --submit: at most K tasks at once")
+    batch.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
+                       help="with --submit: extra #SBATCH line, e.g. '--mem=8G' (repeatable)")
+    _deface_options(batch, for_demo=True, overwrite=False)  # a case is done once; its folder is never replaced
 
     demo = sub.add_parser("demo", help="generate the built-in phantom study and deface it")
     demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
@@ -70,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False) -> None:
+def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, overwrite: bool = True) -> None:
     parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
     parser.add_argument("--method", choices=["auto", "eyes", "face", "union", "render"],
                         help="face locator (default from the config: auto, the strongest available)")
@@ -88,7 +104,8 @@ def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False) -> 
     parser.add_argument("--noise", action="store_true", default=None, help="noise-matched air in the removed region")
     parser.add_argument("--uid-salt", help="make new UIDs deterministic with this salt")
     parser.add_argument("--no-nifti", action="store_true", help="skip NIfTI copies of the result")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     if not for_demo:
         parser.add_argument("--series", help="SeriesInstanceUID of the CT series")
         parser.add_argument("--eyes-mask", type=Path, help="NIfTI input: eye mask on the CT grid")
@@ -170,6 +187,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"phantom study: {study.folder}")
         report = deface(study.folder, args.output / "defaced", _config(args), overwrite=True)
         _print_report(report)
+    elif args.command == "batch":
+        return _batch(args)
     elif args.command == "models":
         _models(args)
     elif args.command == "evaluate":
@@ -194,6 +213,41 @@ def _run(args: argparse.Namespace) -> int:
         study = write_phantom_study(args.output, options)
         print(study.folder)
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from deface_ts import batch
+
+    cases = batch.read_manifest(args.manifest)
+    if args.status:
+        states = batch.status(cases, args.output_root)
+        print(", ".join(f"{name} {len(names)}" for name, names in states.items()) + f" (of {len(cases)})")
+        for name in states["failed"]:
+            record = json.loads(batch.failure_record(args.output_root, next(c for c in cases if c.name == name))
+                                .read_text())
+            print(f"  failed {name} (exit {record['exit_code']}): {record['message']}")
+        return 0
+    config = _config(args)
+    if args.submit:
+        import yaml
+
+        # Tasks read the configuration as it is now, options included, from a file kept with the logs.
+        saved = args.output_root / "slurm" / f"config-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        job, script = batch.submit(args.manifest, args.output_root, cases, ["--config", str(saved.resolve())],
+                                   max_parallel=args.max_parallel, sbatch_options=args.sbatch_option)
+        print(f"submitted Slurm array job {job} ({script}); logs in {args.output_root / 'slurm'}")
+        return 0
+    results = batch.run(cases, args.output_root, config, batch.task_index(args.index, cases))
+    for result in results:
+        print(f"{result.case.name}: {result.status}" + (f" (exit {result.exit_code}): {result.message}"
+                                                         if result.status == "failed" else f" ({result.message})"))
+    failed = [r for r in results if r.status == "failed"]
+    if len(results) > 1:
+        print(f"{len(results) - len(failed)} of {len(results)} cases done or already done; {len(failed)} failed")
+    # One task: its case's own exit code (sacct shows why). Several: the first failure's code, after all ran.
+    return failed[0].exit_code if failed else 0
 
 
 def _models(args: argparse.Namespace) -> None:

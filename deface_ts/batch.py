@@ -1,0 +1,218 @@
+"""Many cases from a manifest: one per Slurm array task, or all in turn on a workstation.
+
+The manifest is a CSV with the columns ``case`` (the output folder's name),
+``input`` (a DICOM study folder or a NIfTI CT; relative to the manifest) and
+optionally ``series`` (a SeriesInstanceUID). Case ``c`` is written to
+``OUTPUT_ROOT/c``; the pipeline renames that folder into place only when the
+case passed every check, so its ``report.json`` is the done marker:
+
+* idempotent and resumable: a case with a report is skipped;
+* one failure never stops the others: it leaves ``OUTPUT_ROOT/c.failed.json``
+  (error, exit code) and nothing else, and a later success removes it;
+* a task exits with the case's own exit code (3 input, 4 output, 5 config,
+  6 privacy), so ``sacct``/``scontrol`` show why a task failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from deface_ts.config import Config
+from deface_ts.errors import DefaceError, InputError
+
+log = logging.getLogger(__name__)
+
+_CASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Exit code of a case that failed on an unexpected error (a bug): not one of DefaceError's codes.
+UNEXPECTED_EXIT = 1
+
+
+@dataclass(frozen=True)
+class BatchCase:
+    index: int  # 0-based row of the manifest: the Slurm array task id
+    name: str
+    input: Path
+    series: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: BatchCase
+    status: str  # done, skipped (already done), failed
+    exit_code: int
+    message: str = ""
+
+
+def read_manifest(path: Path) -> list[BatchCase]:
+    """The cases of a manifest CSV; every problem names the file and line."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise InputError(f"{path}: manifest not found") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a readable CSV manifest ({exc})") from None
+    if not rows:
+        raise InputError(f"{path}: manifest lists no cases (columns: case, input[, series])")
+    missing = {"case", "input"} - set(rows[0])
+    if missing:
+        raise InputError(f"{path}: manifest needs the columns case, input[, series]; missing {', '.join(sorted(missing))}")
+    cases: list[BatchCase] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        line = index + 2  # line 1 is the header
+        name = (row.get("case") or "").strip()
+        source = (row.get("input") or "").strip()
+        if not _CASE_NAME.match(name):
+            raise InputError(f"{path}, line {line}: case name {name!r} must be letters, digits, '.', '_' or '-' "
+                             "(it becomes a folder name)")
+        if name in seen:
+            raise InputError(f"{path}, line {line}: case {name!r} is already listed on line {seen[name]}")
+        if not source:
+            raise InputError(f"{path}, line {line}: case {name!r} has no input")
+        seen[name] = line
+        series = (row.get("series") or "").strip() or None
+        cases.append(BatchCase(index, name, (path.parent / source).resolve(), series))
+    return cases
+
+
+def is_done(output_root: Path, case: BatchCase) -> bool:
+    return (Path(output_root) / case.name / "report.json").is_file()
+
+
+def failure_record(output_root: Path, case: BatchCase) -> Path:
+    return Path(output_root) / f"{case.name}.failed.json"
+
+
+def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
+    """Deface one case unless it is done; a failure is recorded next to the outputs, never raised."""
+    from deface_ts.pipeline import deface
+
+    output_root = Path(output_root)
+    record = failure_record(output_root, case)
+    if is_done(output_root, case):
+        return CaseResult(case, "skipped", 0, "already done")
+    start = time.perf_counter()
+    try:
+        deface(case.input, output_root / case.name, config, series_uid=case.series)
+    except DefaceError as exc:
+        _write_record(record, case, exc.exit_code, str(exc), exc.__class__.__name__)
+        return CaseResult(case, "failed", exc.exit_code, str(exc))
+    except Exception as exc:  # a bug must not stop the other cases: keep its traceback for the report
+        message = f"unexpected {exc.__class__.__name__}: {exc}"
+        _write_record(record, case, UNEXPECTED_EXIT, message, exc.__class__.__name__, traceback.format_exc())
+        return CaseResult(case, "failed", UNEXPECTED_EXIT, message)
+    record.unlink(missing_ok=True)
+    return CaseResult(case, "done", 0, f"{time.perf_counter() - start:.1f} s")
+
+
+def _write_record(path: Path, case: BatchCase, code: int, message: str, kind: str, trace: str | None = None) -> None:
+    record = {"case": case.name, "index": case.index, "input": str(case.input), "series": case.series,
+              "exit_code": code, "error": kind, "message": message,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "slurm_job": _slurm_job()}
+    if trace:
+        record["traceback"] = trace
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        json.dump(record, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+def _slurm_job() -> str | None:
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else os.environ.get("SLURM_JOB_ID")
+
+
+def task_index(index: int | None, cases: list[BatchCase]) -> int | None:
+    """The case to run: ``index``, else $SLURM_ARRAY_TASK_ID, else None (all cases in turn)."""
+    if index is None and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        try:
+            index = int(os.environ["SLURM_ARRAY_TASK_ID"])
+        except ValueError:
+            raise InputError(f"SLURM_ARRAY_TASK_ID={os.environ['SLURM_ARRAY_TASK_ID']!r} is not a task number") from None
+    if index is not None and not 0 <= index < len(cases):
+        raise InputError(f"task index {index} is outside the manifest's cases 0-{len(cases) - 1}")
+    return index
+
+
+def run(cases: list[BatchCase], output_root: Path, config: Config, index: int | None = None) -> list[CaseResult]:
+    """Run one case (``index``) or every case in turn; results in manifest order."""
+    chosen = cases if index is None else [cases[index]]
+    results = []
+    for case in chosen:
+        result = run_case(case, output_root, config)
+        log.info("case %s: %s %s", case.name, result.status, result.message)
+        results.append(result)
+    return results
+
+
+def status(cases: list[BatchCase], output_root: Path) -> dict[str, list[str]]:
+    """Case names by state: done, failed (with a failure record), pending."""
+    states: dict[str, list[str]] = {"done": [], "failed": [], "pending": []}
+    for case in cases:
+        if is_done(output_root, case):
+            states["done"].append(case.name)
+        elif failure_record(output_root, case).is_file():
+            states["failed"].append(case.name)
+        else:
+            states["pending"].append(case.name)
+    return states
+
+
+def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
+    """Slurm --array value for task ids, consecutive ids as ranges: [0, 1, 2, 5] → '0-2,5'."""
+    parts: list[str] = []
+    for index in sorted(indices):
+        if parts and parts[-1][1] == index - 1:
+            parts[-1] = (parts[-1][0], index)
+        else:
+            parts.append((index, index))  # type: ignore[arg-type]
+    spec = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)  # type: ignore[misc]
+    return f"{spec}%{max_parallel}" if max_parallel else spec
+
+
+def sbatch_script(manifest: Path, output_root: Path, indices: list[int], deface_args: list[str], *,
+                  max_parallel: int | None = None, sbatch_options: list[str] = ()) -> str:
+    """A Slurm batch script whose array tasks run ``deface-ts batch`` on one case each."""
+    logs = Path(output_root).resolve() / "slurm"
+    command = [sys.executable, "-m", "deface_ts.cli", "batch", str(Path(manifest).resolve()),
+               str(Path(output_root).resolve()), *deface_args]
+    lines = ["#!/bin/bash", "#SBATCH --job-name=deface-ts", f"#SBATCH --array={array_spec(indices, max_parallel)}",
+             f"#SBATCH --output={logs}/%A_%a.log"]
+    lines += [f"#SBATCH {option}" for option in sbatch_options]
+    # The task number comes from $SLURM_ARRAY_TASK_ID inside `deface-ts batch`.
+    lines += ["set -euo pipefail", f"exec {shlex.join(command)}", ""]
+    return "\n".join(lines)
+
+
+def submit(manifest: Path, output_root: Path, cases: list[BatchCase], deface_args: list[str], *,
+           max_parallel: int | None = None, sbatch_options: list[str] = (), sbatch: str = "sbatch") -> tuple[str, Path]:
+    """Submit the pending and failed cases as one Slurm array job; returns (job id, script path)."""
+    todo = [c.index for c in cases if not is_done(output_root, c)]
+    if not todo:
+        raise InputError(f"{output_root}: every case of {manifest} is done; nothing to submit")
+    logs = Path(output_root) / "slurm"
+    logs.mkdir(parents=True, exist_ok=True)
+    script = logs / f"deface-ts-array-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script.write_text(sbatch_script(manifest, output_root, todo, deface_args, max_parallel=max_parallel,
+                                    sbatch_options=sbatch_options))
+    try:
+        done = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise InputError(f"{sbatch}: Slurm's sbatch is not installed or not on PATH") from None
+    if done.returncode != 0:
+        raise InputError(f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout.strip().split(";")[0], script

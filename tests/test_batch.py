@@ -1,0 +1,95 @@
+"""Batch runs over a manifest: done markers, failure records, resumption, task index, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deface_ts.batch import array_spec, read_manifest, sbatch_script
+from deface_ts.cli import main
+from tests.conftest import copy_study
+
+
+def _manifest(path, rows, header="case,input"):
+    path.write_text("\n".join([header, *(",".join(row) for row in rows)]) + "\n")
+    return path
+
+
+@pytest.fixture
+def three_cases(phantom, tmp_path):
+    """Cases a and c are the phantom; b is an empty folder (a named input error, exit 3)."""
+    (tmp_path / "inputs" / "b").mkdir(parents=True)
+    manifest = _manifest(tmp_path / "cases.csv", [("a", str(phantom.folder)), ("b", "inputs/b"),
+                                                   ("c", str(phantom.folder))])
+    return manifest, tmp_path / "out"
+
+
+def test_all_cases_in_turn_then_resume(three_cases, phantom, tmp_path, capsys):
+    manifest, out = three_cases
+    assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 3  # b failed, a and c still ran
+    printed = capsys.readouterr().out
+    assert "a: done" in printed and "c: done" in printed and "b: failed (exit 3)" in printed
+    assert (out / "a" / "report.json").is_file() and (out / "c" / "report.json").is_file()
+    record = json.loads((out / "b.failed.json").read_text())
+    assert record["exit_code"] == 3 and record["error"] == "InputError" and "empty" in record["message"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b.failed.json", "c"]  # no partial or temporary folder
+
+    assert main(["batch", str(manifest), str(out), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "done 2, failed 1, pending 0 (of 3)" in status and "failed b (exit 3)" in status
+
+    stamp = (out / "a" / "report.json").stat().st_mtime_ns
+    assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 3
+    assert "a: skipped (already done)" in capsys.readouterr().out
+    assert (out / "a" / "report.json").stat().st_mtime_ns == stamp  # done cases are not redone
+
+    (tmp_path / "inputs" / "b").rmdir()
+    copy_study(phantom, tmp_path / "inputs" / "b")  # the input is fixed: the case now passes
+    assert main(["batch", str(manifest), str(out), "--no-nifti", "--index", "1"]) == 0
+    assert (out / "b" / "report.json").is_file() and not (out / "b.failed.json").exists()
+
+
+def test_slurm_task_id_selects_one_case_and_its_exit_code(three_cases, monkeypatch, capsys):
+    manifest, out = three_cases
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    assert main(["batch", str(manifest), str(out)]) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["b.failed.json"]
+    assert json.loads((out / "b.failed.json").read_text())["slurm_job"] == "77_1"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b.failed.json"]
+    assert main(["batch", str(manifest), str(out), "--index", "3"]) == 3
+    assert "task index 3 is outside the manifest's cases 0-2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("header, rows, message", [
+    ("case,path", [("a", "x")], "needs the columns case, input[, series]; missing input"),
+    ("case,input", [("a", "x"), ("a", "y")], "line 3: case 'a' is already listed on line 2"),
+    ("case,input", [("../up", "x")], "line 2: case name '../up' must be"),
+    ("case,input", [("a", "")], "line 2: case 'a' has no input"),
+    ("case,input", [], "manifest lists no cases"),
+])
+def test_manifest_errors_name_the_line(tmp_path, capsys, header, rows, message):
+    manifest = _manifest(tmp_path / "bad.csv", rows, header)
+    assert main(["batch", str(manifest), str(tmp_path / "out")]) == 3
+    err = capsys.readouterr().err
+    assert str(manifest) in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_paths_are_relative_to_it_and_series_optional(tmp_path):
+    manifest = _manifest(tmp_path / "m.csv", [("p1", "data/p1", "1.2.3"), ("p2", "/abs/p2", "")], "case,input,series")
+    cases = read_manifest(manifest)
+    assert [(c.index, c.name, c.series) for c in cases] == [(0, "p1", "1.2.3"), (1, "p2", None)]
+    assert cases[0].input == (tmp_path / "data" / "p1").resolve() and str(cases[1].input) == "/abs/p2"
+
+
+def test_array_spec_and_script():
+    assert array_spec([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8"
+    assert array_spec([3], max_parallel=4) == "3%4"
+    script = sbatch_script("/m.csv", "/out", [0, 2], ["--config", "/out/slurm/c.yaml"], sbatch_options=["--mem=8G"])
+    assert "#SBATCH --array=0,2\n" in script and "#SBATCH --mem=8G\n" in script
+    assert "#SBATCH --output=/out/slurm/%A_%a.log" in script
+    assert "-m deface_ts.cli batch /m.csv /out --config /out/slurm/c.yaml" in script
