@@ -204,9 +204,7 @@ def submit(manifest: Path, output_root: Path, cases: list[BatchCase], deface_arg
     todo = [c.index for c in cases if not is_done(output_root, c)]
     if not todo:
         raise InputError(f"{output_root}: every case of {manifest} is done; nothing to submit")
-    logs = Path(output_root) / "slurm"
-    logs.mkdir(parents=True, exist_ok=True)
-    script = logs / f"deface-ts-array-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script = unique_file(Path(output_root) / "slurm", "array", ".sbatch")
     script.write_text(sbatch_script(manifest, output_root, todo, deface_args, max_parallel=max_parallel,
                                     sbatch_options=sbatch_options))
     try:
@@ -215,4 +213,15 @@ def submit(manifest: Path, output_root: Path, cases: list[BatchCase], deface_arg
         raise InputError(f"{sbatch}: Slurm's sbatch is not installed or not on PATH") from None
     if done.returncode != 0:
         raise InputError(f"sbatch refused {script}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip().split(";")[0], script
+    job = done.stdout.strip().split(";")[0]
+    named = script.with_name(f"array-{job}.sbatch")  # sbatch keeps its own copy; the name says which job
+    script.rename(named)
+    return job, named
+
+
+def unique_file(folder: Path, stem: str, suffix: str) -> Path:
+    """A new, empty file ``folder/stem-<time>-<random><suffix>`` that no earlier submission wrote."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=suffix, dir=folder)
+    os.close(handle)
+    return Path(name)

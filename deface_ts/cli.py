@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 from deface_ts import __version__
@@ -232,8 +231,8 @@ def _batch(args: argparse.Namespace) -> int:
         import yaml
 
         # Tasks read the configuration as it is now, options included, from a file kept with the logs.
-        saved = args.output_root / "slurm" / f"config-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-        saved.parent.mkdir(parents=True, exist_ok=True)
+        # (a new file per submission: tasks still queued from an earlier one keep theirs).
+        saved = batch.unique_file(args.output_root / "slurm", "config", ".yaml")
         saved.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         job, script = batch.submit(args.manifest, args.output_root, cases, ["--config", str(saved.resolve())],
                                    max_parallel=args.max_parallel, sbatch_options=args.sbatch_option)

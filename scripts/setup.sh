@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything deface-ts and its tests need on a fresh Debian/Ubuntu machine. Safe to re-run.
-#  - Debian tools used as independent checkers (dicom3tools, dcmtk, plastimatch) and Mesa's offscreen
-#    OpenGL (EGL, OSMesa) for VTK renders without an X server;
+#  - Debian tools used as independent checkers (dicom3tools, dcmtk, plastimatch), Slurm and munge for the
+#    batch tests' one-node cluster, and Mesa's offscreen OpenGL (EGL, OSMesa) for VTK renders without an X server;
 #  - a virtual environment .venv with the package, its test extras, the TotalSegmentator backend on the
 #    CPU torch wheel (never a CUDA build), and the privacy extra (renderer and face detectors).
 set -euo pipefail
@@ -11,6 +11,11 @@ need_apt=()
 command -v dciodvfy >/dev/null || need_apt+=(dicom3tools)
 command -v dcmdump >/dev/null || need_apt+=(dcmtk)
 command -v plastimatch >/dev/null || need_apt+=(plastimatch)
+# A real one-node Slurm cluster for the batch tests (started by the tests themselves, never as a service).
+for tool in slurmctld slurmd munge; do
+  [ -x "/usr/sbin/$tool" ] || [ -x "/usr/sbin/${tool}d" ] || need_apt+=("$tool")
+done
+command -v sbatch >/dev/null || need_apt+=(slurm-client)
 for lib in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
   dpkg -s "$lib" >/dev/null 2>&1 || need_apt+=("$lib")
 done

@@ -17,7 +17,7 @@ SMALL = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thicknes
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """With DEFACE_TS_REQUIRE_EXTRAS=1 (scripts/test.sh, CI) a test skipped for a missing module fails.
+    """With DEFACE_TS_REQUIRE_EXTRAS=1 (scripts/test.sh, CI) a test skipped for a missing module or tool fails.
 
     The TotalSegmentator, render and face-detector tests skip on a bare install, but where the
     project's setup ran they must run: a broken install must not turn them into silent skips.
@@ -26,7 +26,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if os.environ.get("DEFACE_TS_REQUIRE_EXTRAS") == "1" and report.skipped and call.excinfo is not None:
         reason = str(call.excinfo.value)
-        if "could not import" in reason or "No module named" in reason:
+        if "could not import" in reason or "No module named" in reason or "scripts/setup.sh installs" in reason:
             report.outcome = "failed"
             report.longrepr = f"required extra missing (DEFACE_TS_REQUIRE_EXTRAS=1): {reason}"
 

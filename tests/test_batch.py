@@ -8,7 +8,11 @@ import pytest
 
 from deface_ts.batch import array_spec, read_manifest, sbatch_script
 from deface_ts.cli import main
+from tests import slurm_cluster
 from tests.conftest import copy_study
+
+requires_slurm = pytest.mark.skipif(not slurm_cluster.available(),
+                                    reason="Slurm and munge not installed (scripts/setup.sh installs them)")
 
 
 def _manifest(path, rows, header="case,input"):
@@ -93,3 +97,26 @@ def test_array_spec_and_script():
     assert "#SBATCH --array=0,2\n" in script and "#SBATCH --mem=8G\n" in script
     assert "#SBATCH --output=/out/slurm/%A_%a.log" in script
     assert "-m deface_ts.cli batch /m.csv /out --config /out/slurm/c.yaml" in script
+
+
+@requires_slurm
+def test_array_job_on_a_real_slurm_cluster(three_cases, tmp_path, monkeypatch, capsys):
+    """slurmctld + slurmd + munged: one task per case, exit codes in scontrol, resubmission of the failed case."""
+    manifest, out = three_cases
+    with slurm_cluster.one_node_cluster(tmp_path / "cluster") as env:
+        monkeypatch.setenv("SLURM_CONF", env["SLURM_CONF"])
+        assert main(["batch", str(manifest), str(out), "--submit", "--no-nifti", "--max-parallel", "2"]) == 0
+        job = capsys.readouterr().out.split("submitted Slurm array job ")[1].split()[0]
+        tasks = slurm_cluster.wait_for_job(job, env)
+        assert {task: fields["ExitCode"] for task, fields in tasks.items()} == {"0": "0:0", "1": "3:0", "2": "0:0"}
+        assert (out / "a" / "report.json").is_file() and (out / "c" / "report.json").is_file()
+        assert not (out / "a" / "nifti").exists()  # the options of the submission reached the tasks
+        assert json.loads((out / "b.failed.json").read_text())["slurm_job"] == f"{job}_1"
+        assert "b: failed (exit 3)" in (out / "slurm" / f"{job}_1.log").read_text()
+
+        assert main(["batch", str(manifest), str(out), "--submit"]) == 0  # only what is not done goes again
+        again = capsys.readouterr().out.split("submitted Slurm array job ")[1].split()[0]
+        assert "#SBATCH --array=1\n" in (out / "slurm" / f"array-{again}.sbatch").read_text()
+        assert "#SBATCH --array=0-2%2\n" in (out / "slurm" / f"array-{job}.sbatch").read_text()
+        assert len(list((out / "slurm").glob("config-*.yaml"))) == 2
+        assert {t: f["ExitCode"] for t, f in slurm_cluster.wait_for_job(again, env).items()} == {"1": "3:0"}
