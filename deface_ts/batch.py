@@ -172,6 +172,37 @@ def status(cases: list[BatchCase], output_root: Path) -> dict[str, list[str]]:
     return states
 
 
+SUMMARY_COLUMNS = ["case", "state", "exit_code", "message", "method", "removed_tissue_cc", "verify", "seconds",
+                   "input"]
+
+
+def write_summary(cases: list[BatchCase], output_root: Path) -> Path:
+    """``OUTPUT_ROOT/batch_status.csv``: one row per case with its state and, when done, its report's key numbers."""
+    output_root = Path(output_root)
+    rows = []
+    for case in cases:
+        row = dict.fromkeys(SUMMARY_COLUMNS, "")
+        row.update(case=case.name, input=str(case.input), state="pending")
+        if is_done(output_root, case):
+            report = json.loads((output_root / case.name / "report.json").read_text())
+            row.update(state="done", exit_code=0, method=report.get("method", ""),
+                       removed_tissue_cc=report.get("removed", {}).get("tissue_volume_cc", ""),
+                       verify=report.get("verify", {}).get("status", ""),
+                       seconds=round(sum(report.get("timings_s", {}).values()), 1))
+        elif failure_record(output_root, case).is_file():
+            record = json.loads(failure_record(output_root, case).read_text())
+            row.update(state="failed", exit_code=record.get("exit_code", ""), message=record.get("message", ""))
+        rows.append(row)
+    output_root.mkdir(parents=True, exist_ok=True)
+    path = output_root / "batch_status.csv"
+    with tempfile.NamedTemporaryFile("w", newline="", dir=output_root, prefix=".batch_status.", delete=False) as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(handle.name, path)
+    return path
+
+
 def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
     """Slurm --array value for task ids, consecutive ids as ranges: [0, 1, 2, 5] → '0-2,5'."""
     parts: list[str] = []

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("manifest", type=Path)
     batch.add_argument("output_root", type=Path)
     batch.add_argument("--index", type=int, help="0-based manifest row to run (default: $SLURM_ARRAY_TASK_ID)")
-    batch.add_argument("--status", action="store_true", help="print done/failed/pending cases and exit")
+    batch.add_argument("--status", action="store_true",
+                       help="print done/failed/pending cases, write OUTPUT_ROOT/batch_status.csv, and exit")
     batch.add_argument("--submit", action="store_true", help="submit pending and failed cases as a Slurm array job")
     batch.add_argument("--max-parallel", type=int, metavar="K", help="with --submit: at most K tasks at once")
     batch.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
@@ -225,6 +226,7 @@ def _batch(args: argparse.Namespace) -> int:
             record = json.loads(batch.failure_record(args.output_root, next(c for c in cases if c.name == name))
                                 .read_text())
             print(f"  failed {name} (exit {record['exit_code']}): {record['message']}")
+        print(f"per case: {batch.write_summary(cases, args.output_root)}")
         return 0
     config = _config(args)
     if args.submit:

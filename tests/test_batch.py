@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -42,6 +43,11 @@ def test_all_cases_in_turn_then_resume(three_cases, phantom, tmp_path, capsys):
     assert main(["batch", str(manifest), str(out), "--status"]) == 0
     status = capsys.readouterr().out
     assert "done 2, failed 1, pending 0 (of 3)" in status and "failed b (exit 3)" in status
+    with open(out / "batch_status.csv", newline="") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    assert [rows[c]["state"] for c in "abc"] == ["done", "failed", "done"]
+    assert rows["b"]["exit_code"] == "3" and "empty" in rows["b"]["message"]
+    assert rows["a"]["verify"].startswith("verified") and float(rows["a"]["removed_tissue_cc"]) > 0
 
     stamp = (out / "a" / "report.json").stat().st_mtime_ns
     assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 3
