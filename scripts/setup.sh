@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything deface-ts and its tests need on a fresh Debian/Ubuntu machine. Safe to re-run.
 #  - Debian tools used as independent checkers (dicom3tools, dcmtk, plastimatch), Slurm and munge for the
-#    batch tests' one-node cluster, and Mesa's offscreen OpenGL (EGL, OSMesa) for VTK renders without an X server;
+#    batch tests' one-node cluster, podman, buildah and mmdebstrap for the image build test, and Mesa's
+#    offscreen OpenGL (EGL, OSMesa) for VTK renders without an X server;
 #  - a virtual environment .venv with the package, its test extras, the TotalSegmentator backend on the
 #    CPU torch wheel (never a CUDA build), and the privacy extra (renderer and face detectors).
 set -euo pipefail
@@ -16,6 +17,11 @@ for tool in slurmctld slurmd munge; do
   [ -x "/usr/sbin/$tool" ] || [ -x "/usr/sbin/${tool}d" ] || need_apt+=("$tool")
 done
 command -v sbatch >/dev/null || need_apt+=(slurm-client)
+# Building the Dockerfile in a test: podman/buildah (chroot isolation) on a base image made by mmdebstrap.
+for tool in podman buildah mmdebstrap runc fuse-overlayfs slirp4netns; do
+  command -v "$tool" >/dev/null || need_apt+=("$tool")
+done
+command -v newuidmap >/dev/null || need_apt+=(uidmap)
 for lib in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
   dpkg -s "$lib" >/dev/null 2>&1 || need_apt+=("$lib")
 done
