@@ -159,6 +159,17 @@ def run(cases: list[BatchCase], output_root: Path, config: Config, index: int | 
     return results
 
 
+def exit_code(results: list[CaseResult]) -> int:
+    """One task: its case's own code (sacct shows why). Several cases: the first failure's, after all ran."""
+    return next((r.exit_code for r in results if r.status == "failed"), 0)
+
+
+def failures(cases: list[BatchCase], output_root: Path) -> list[dict]:
+    """The failure records of the cases that are not done, in manifest order."""
+    return [json.loads(failure_record(output_root, c).read_text()) for c in cases
+            if not is_done(output_root, c) and failure_record(output_root, c).is_file()]
+
+
 def status(cases: list[BatchCase], output_root: Path) -> dict[str, list[str]]:
     """Case names by state: done, failed (with a failure record), pending."""
     states: dict[str, list[str]] = {"done": [], "failed": [], "pending": []}
@@ -229,15 +240,23 @@ def sbatch_script(manifest: Path, output_root: Path, indices: list[int], deface_
     return "\n".join(lines)
 
 
-def submit(manifest: Path, output_root: Path, cases: list[BatchCase], deface_args: list[str], *,
+def submit(manifest: Path, output_root: Path, cases: list[BatchCase], config: Config, *,
            max_parallel: int | None = None, sbatch_options: list[str] = (), sbatch: str = "sbatch") -> tuple[str, Path]:
-    """Submit the pending and failed cases as one Slurm array job; returns (job id, script path)."""
+    """Submit the pending and failed cases as one Slurm array job; returns (job id, script path).
+
+    The tasks read ``config`` from a file written here, one per submission: later edits of a config file, or
+    another submission with other options, do not change tasks that are still queued.
+    """
+    import yaml
+
     todo = [c.index for c in cases if not is_done(output_root, c)]
     if not todo:
         raise InputError(f"{output_root}: every case of {manifest} is done; nothing to submit")
+    saved = unique_file(Path(output_root) / "slurm", "config", ".yaml")
+    saved.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     script = unique_file(Path(output_root) / "slurm", "array", ".sbatch")
-    script.write_text(sbatch_script(manifest, output_root, todo, deface_args, max_parallel=max_parallel,
-                                    sbatch_options=sbatch_options))
+    script.write_text(sbatch_script(manifest, output_root, todo, ["--config", str(saved.resolve())],
+                                    max_parallel=max_parallel, sbatch_options=sbatch_options))
     try:
         done = subprocess.run([sbatch, "--parsable", str(script)], capture_output=True, text=True)
     except FileNotFoundError:

@@ -222,21 +222,13 @@ def _batch(args: argparse.Namespace) -> int:
     if args.status:
         states = batch.status(cases, args.output_root)
         print(", ".join(f"{name} {len(names)}" for name, names in states.items()) + f" (of {len(cases)})")
-        for name in states["failed"]:
-            record = json.loads(batch.failure_record(args.output_root, next(c for c in cases if c.name == name))
-                                .read_text())
-            print(f"  failed {name} (exit {record['exit_code']}): {record['message']}")
+        for record in batch.failures(cases, args.output_root):
+            print(f"  failed {record['case']} (exit {record['exit_code']}): {record['message']}")
         print(f"per case: {batch.write_summary(cases, args.output_root)}")
         return 0
     config = _config(args)
     if args.submit:
-        import yaml
-
-        # Tasks read the configuration as it is now, options included, from a file kept with the logs.
-        # (a new file per submission: tasks still queued from an earlier one keep theirs).
-        saved = batch.unique_file(args.output_root / "slurm", "config", ".yaml")
-        saved.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        job, script = batch.submit(args.manifest, args.output_root, cases, ["--config", str(saved.resolve())],
+        job, script = batch.submit(args.manifest, args.output_root, cases, config,
                                    max_parallel=args.max_parallel, sbatch_options=args.sbatch_option)
         print(f"submitted Slurm array job {job} ({script}); logs in {args.output_root / 'slurm'}")
         return 0
@@ -247,8 +239,7 @@ def _batch(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.status == "failed"]
     if len(results) > 1:
         print(f"{len(results) - len(failed)} of {len(results)} cases done or already done; {len(failed)} failed")
-    # One task: its case's own exit code (sacct shows why). Several: the first failure's code, after all ran.
-    return failed[0].exit_code if failed else 0
+    return batch.exit_code(results)
 
 
 def _models(args: argparse.Namespace) -> None:
