@@ -27,13 +27,13 @@ COPY models ./models
 # The steps of scripts/setup.sh: torch first (the base's, or TORCH), the package pinned to it, torchvision
 # removed (PyPI's build breaks beside another torch; deface-ts registers nnU-Net's trainers itself), then the
 # privacy extra (TotalSegmentator's fury caps vtk below 9.4, whose wheels bring EGL/OSMesa) and mediapipe.
-# Editable, so that configs/ stays beside the package (`--config public`).
+# The named configs (`--config public`) install to <prefix>/share/deface-ts/configs.
 # hadolint ignore=DL3013,SC2086
 RUN if [ -n "$TORCH" ]; then python3 -m pip install --no-cache-dir $TORCH; fi \
  && python3 -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > /tmp/torch-pin.txt \
- && python3 -m pip install --no-cache-dir -c /tmp/torch-pin.txt -e ".[totalseg,codecs]" \
+ && python3 -m pip install --no-cache-dir -c /tmp/torch-pin.txt ".[totalseg,codecs]" \
  && (python3 -m pip uninstall -y torchvision || true) \
- && python3 -m pip install --no-cache-dir -c /tmp/torch-pin.txt -e ".[privacy]" \
+ && python3 -m pip install --no-cache-dir -c /tmp/torch-pin.txt ".[privacy]" \
  && python3 -m pip install --no-cache-dir --no-deps mediapipe==0.10.21 \
  && rm /tmp/torch-pin.txt \
  && deface-ts --version

@@ -181,11 +181,12 @@ def _run(args: argparse.Namespace) -> int:
 
         from deface_ts.output import check_output
 
+        config = _config(args)  # a bad option fails before anything is written
         check_output(args.output, [], args.overwrite)
         options = PhantomOptions(position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices)
         study = write_phantom_study(args.output / "input", options)
         print(f"phantom study: {study.folder}")
-        report = deface(study.folder, args.output / "defaced", _config(args), overwrite=True)
+        report = deface(study.folder, args.output / "defaced", config, overwrite=True)
         _print_report(report)
     elif args.command == "batch":
         return _batch(args)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import site
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -16,8 +18,16 @@ import yaml
 
 from deface_ts.errors import ConfigError
 
-#: The repository's configs/ folder; configs/hnc.yaml equals the built-in defaults (a test checks it).
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: Where named configs (``--config public``) are found: the repository's configs/ folder (source checkout,
+#: editable install), else the copy a wheel installs as data files (pyproject's data-files) under the data
+#: path of the install scheme: the venv, /usr/local on Debian's system Python, or ~/.local with --user.
+#: configs/hnc.yaml equals the built-in defaults (a test checks it).
+CONFIG_DIRS = (
+    Path(__file__).resolve().parent.parent / "configs",
+    Path(sysconfig.get_path("data")) / "share" / "deface-ts" / "configs",
+    Path(site.USER_BASE or "~/.local").expanduser() / "share" / "deface-ts" / "configs",
+)
+CONFIG_DIR = next((folder for folder in CONFIG_DIRS if folder.is_dir()), CONFIG_DIRS[0])
 
 # Eye ROI names seen in practice: Eye_L, Eye Lt, Globe_R, "OPTIC GLOBE L", Orbit_R, "EYE LEFT", Bulbus_L.
 DEFAULT_EYE_INCLUDE = [r"(^|[^a-z])(l|r|lt|rt|left|right)?(eye|globe|orbit|bulbus)(s|l|r|lt|rt|left|right)?([^a-z]|$)"]

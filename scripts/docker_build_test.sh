@@ -26,7 +26,7 @@ container=$(buildah from "$image")
 trap 'buildah rm "$container" >/dev/null' EXIT
 buildah run --isolation=chroot "$container" -- deface-ts --version
 buildah run --isolation=chroot "$container" -- deface-ts models status
-buildah run --isolation=chroot "$container" -- deface-ts demo /home/deface/demo
+buildah run --isolation=chroot "$container" -- deface-ts demo /home/deface/demo --config public
 buildah run --isolation=chroot "$container" -- \
   grep -q '"status": "verified: no face found after defacing"' /home/deface/demo/defaced/report.json
 echo "image $image: built, demo defaced and verified inside it"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deface_ts.config import CONFIG_DIR, Config, load_config
@@ -35,3 +37,36 @@ def test_overrides_win_and_missing_file():
     assert config.region.kind == "upper" and config.protect.margin_mm == 5.0
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/x.yaml")
+
+
+def test_wheel_installs_the_named_configs(tmp_path):
+    """A wheel carries configs/*.yaml to <prefix>/share/deface-ts/configs, the second place CONFIG_DIRS looks."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from deface_ts.config import CONFIG_DIRS
+
+    import shutil
+
+    source, root = tmp_path / "src", CONFIG_DIR.parent  # pip builds in the tree it is given: a copy keeps ours clean
+    for name in ("deface_ts", "configs"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(source)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("deface_ts-*.whl"))).namelist()
+    shipped = sorted(n.rsplit("/", 1)[1] for n in names if "/data/share/deface-ts/configs/" in n)
+    assert shipped == sorted(p.name for p in CONFIG_DIR.glob("*.yaml")) and "public.yaml" in shipped
+    import sysconfig
+
+    assert CONFIG_DIRS[1] == Path(sysconfig.get_path("data")) / "share" / "deface-ts" / "configs"
+
+
+def test_demo_with_a_missing_config_writes_nothing(tmp_path, capsys):
+    from deface_ts.cli import main
+
+    assert main(["demo", str(tmp_path / "demo"), "--config", "no-such-config"]) == 5
+    assert "no-such-config: configuration file not found" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
