@@ -35,6 +35,10 @@ from deface_ts.errors import DefaceError, InputError
 log = logging.getLogger(__name__)
 
 _CASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Names in the output root that batch itself writes: Slurm scripts and logs, the summary, failure records and
+#: the pictures of a failed verification (OUT.verify-failed beside a case's folder).
+_RESERVED = ("slurm", "batch_status.csv")
+_RESERVED_SUFFIXES = (".failed.json", ".verify-failed")
 #: Exit code of a case that failed on an unexpected error (a bug): not one of DefaceError's codes.
 UNEXPECTED_EXIT = 1
 
@@ -79,6 +83,9 @@ def read_manifest(path: Path) -> list[BatchCase]:
         if not _CASE_NAME.match(name):
             raise InputError(f"{path}, line {line}: case name {name!r} must be letters, digits, '.', '_' or '-' "
                              "(it becomes a folder name)")
+        if name in _RESERVED or name.endswith(_RESERVED_SUFFIXES):
+            raise InputError(f"{path}, line {line}: case name {name!r} is taken by batch's own files in the "
+                             f"output root ({', '.join(_RESERVED)}, *{', *'.join(_RESERVED_SUFFIXES)})")
         if name in seen:
             raise InputError(f"{path}, line {line}: case {name!r} is already listed on line {seen[name]}")
         if not source:

@@ -79,6 +79,8 @@ def test_slurm_task_id_selects_one_case_and_its_exit_code(three_cases, monkeypat
     ("case,input", [("a", "x"), ("a", "y")], "line 3: case 'a' is already listed on line 2"),
     ("case,input", [("../up", "x")], "line 2: case name '../up' must be"),
     ("case,input", [("a", "")], "line 2: case 'a' has no input"),
+    ("case,input", [("slurm", "x")], "line 2: case name 'slurm' is taken by batch's own files"),
+    ("case,input", [("p1.verify-failed", "x")], "case name 'p1.verify-failed' is taken"),
     ("case,input", [], "manifest lists no cases"),
 ])
 def test_manifest_errors_name_the_line(tmp_path, capsys, header, rows, message):
