@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 
-import numpy as np
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement

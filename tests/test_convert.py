@@ -7,7 +7,6 @@ import shutil
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 
 from deface_ts import nifti

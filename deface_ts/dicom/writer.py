@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from deface_ts import __version__
 from deface_ts.dicom.case import Case
 from deface_ts.dicom.rtstruct import recontour
-from deface_ts.dicom.uids import UidMap, shallow_copy
+from deface_ts.dicom.uids import UidMap
 
 
 @dataclass

@@ -12,7 +12,6 @@ from deface_ts.dicom.writer import Changes, write_case
 from deface_ts.output import atomic_output
 from deface_ts import nifti
 from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
-from tests.conftest import tree_digest
 
 
 @pytest.fixture(scope="module")
