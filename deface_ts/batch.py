@@ -15,6 +15,7 @@ case passed every check, so its ``report.json`` is the done marker:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -133,9 +134,8 @@ def _write_record(path: Path, case: BatchCase, code: int, message: str, kind: st
     if trace:
         record["traceback"] = trace
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    with _replace(path) as handle:
         json.dump(record, handle, indent=2)
-    os.replace(handle.name, path)
 
 
 def _slurm_job() -> str | None:
@@ -194,31 +194,72 @@ SUMMARY_COLUMNS = ["case", "state", "exit_code", "message", "method", "removed_t
                    "input"]
 
 
-def write_summary(cases: list[BatchCase], output_root: Path) -> Path:
-    """``OUTPUT_ROOT/batch_status.csv``: one row per case with its state and, when done, its report's key numbers."""
+def write_summary(cases: list[BatchCase], output_root: Path) -> tuple[Path, Path]:
+    """``batch_status.csv`` and ``batch_status.html`` in the output root: one row per case with its state and,
+    when done, its report's key numbers; the page shows each done case's before/after renders for review."""
     output_root = Path(output_root)
-    rows = []
+    rows, renders = [], []
     for case in cases:
         row = dict.fromkeys(SUMMARY_COLUMNS, "")
         row.update(case=case.name, input=str(case.input), state="pending")
+        picture = None
         if is_done(output_root, case):
             report = json.loads((output_root / case.name / "report.json").read_text())
             row.update(state="done", exit_code=0, method=report.get("method", ""),
                        removed_tissue_cc=report.get("removed", {}).get("tissue_volume_cc", ""),
                        verify=report.get("verify", {}).get("status", ""),
                        seconds=round(sum(report.get("timings_s", {}).values()), 1))
+            if report.get("qc_pictures", {}).get("renders"):
+                picture = f"{case.name}/{report['qc_pictures']['renders']}"
         elif failure_record(output_root, case).is_file():
             record = json.loads(failure_record(output_root, case).read_text())
             row.update(state="failed", exit_code=record.get("exit_code", ""), message=record.get("message", ""))
         rows.append(row)
+        renders.append(picture)
     output_root.mkdir(parents=True, exist_ok=True)
-    path = output_root / "batch_status.csv"
-    with tempfile.NamedTemporaryFile("w", newline="", dir=output_root, prefix=".batch_status.", delete=False) as handle:
+    table = output_root / "batch_status.csv"
+    with _replace(table) as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    page = output_root / "batch_status.html"
+    with _replace(page) as handle:
+        handle.write(_summary_page(rows, renders))
+    return table, page
+
+
+def _summary_page(rows: list[dict], renders: list[str | None]) -> str:
+    from html import escape
+
+    from deface_ts.evaluate_report import STYLE
+
+    counts = {state: sum(r["state"] == state for r in rows) for state in ("done", "failed", "pending")}
+    header = ["case", "state", "exit", "method", "removed tissue (cc)", "verification", "seconds", "renders / error"]
+    lines = [f"<!doctype html><meta charset='utf-8'><title>deface-ts batch</title><style>{STYLE}"
+             "td{vertical-align:top}.failed{color:#b00}</style>",
+             f"<h1>deface-ts batch: {len(rows)} cases</h1><p>" + ", ".join(f"{n} {s}" for s, n in counts.items()) + "</p>",
+             "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>"]
+    for row, picture in zip(rows, renders):
+        last = (f"<a href='{escape(picture)}'><img src='{escape(picture)}' width='480' alt='renders'></a>" if picture
+                else f"<span class='failed'>{escape(str(row['message']))}</span>")
+        cells = [row["case"], row["state"], row["exit_code"], row["method"], row["removed_tissue_cc"], row["verify"],
+                 row["seconds"]]
+        lines.append(f"<tr class='{row['state']}'>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells)
+                     + f"<td>{last}</td></tr>")
+    return "\n".join(lines + ["</table>"])
+
+
+@contextlib.contextmanager
+def _replace(path: Path):
+    """Write ``path`` through a temporary file beside it, renamed into place when complete."""
+    with tempfile.NamedTemporaryFile("w", newline="", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        try:
+            yield handle
+        except BaseException:
+            handle.close()
+            os.unlink(handle.name)
+            raise
     os.replace(handle.name, path)
-    return path
 
 
 def array_spec(indices: list[int], max_parallel: int | None = None) -> str:

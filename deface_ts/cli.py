@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("output_root", type=Path)
     batch.add_argument("--index", type=int, help="0-based manifest row to run (default: $SLURM_ARRAY_TASK_ID)")
     batch.add_argument("--status", action="store_true",
-                       help="print done/failed/pending cases, write OUTPUT_ROOT/batch_status.csv, and exit")
+                       help="print done/failed/pending cases, write OUTPUT_ROOT/batch_status.csv and .html, and exit")
     batch.add_argument("--submit", action="store_true", help="submit pending and failed cases as a Slurm array job")
     batch.add_argument("--max-parallel", type=int, metavar="K", help="with --submit: at most K tasks at once")
     batch.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
@@ -225,7 +225,8 @@ def _batch(args: argparse.Namespace) -> int:
         print(", ".join(f"{name} {len(names)}" for name, names in states.items()) + f" (of {len(cases)})")
         for record in batch.failures(cases, args.output_root):
             print(f"  failed {record['case']} (exit {record['exit_code']}): {record['message']}")
-        print(f"per case: {batch.write_summary(cases, args.output_root)}")
+        table, page = batch.write_summary(cases, args.output_root)
+        print(f"per case: {table}, {page}")
         return 0
     config = _config(args)
     if args.submit:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -48,6 +49,10 @@ def test_all_cases_in_turn_then_resume(three_cases, phantom, tmp_path, capsys):
     assert [rows[c]["state"] for c in "abc"] == ["done", "failed", "done"]
     assert rows["b"]["exit_code"] == "3" and "empty" in rows["b"]["message"]
     assert rows["a"]["verify"].startswith("verified") and float(rows["a"]["removed_tissue_cc"]) > 0
+    page = (out / "batch_status.html").read_text()
+    assert "3 cases" in page and "2 done, 1 failed, 0 pending" in page and "folder is empty" in page
+    pictures = re.findall(r"<img src='([^']+)'", page)
+    assert len(pictures) == 2 and all((out / p).is_file() for p in pictures)  # a/qc/renders.png, c/...
 
     stamp = (out / "a" / "report.json").stat().st_mtime_ns
     assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 3
