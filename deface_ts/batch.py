@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,9 @@ def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
         message = f"unexpected {exc.__class__.__name__}: {exc}"
         _write_record(record, case, UNEXPECTED_EXIT, message, exc.__class__.__name__, traceback.format_exc())
         return CaseResult(case, "failed", UNEXPECTED_EXIT, message)
+    # An earlier attempt's failure record and verification pictures no longer describe this case.
     record.unlink(missing_ok=True)
+    shutil.rmtree(output_root / f"{case.name}.verify-failed", ignore_errors=True)
     return CaseResult(case, "done", 0, f"{time.perf_counter() - start:.1f} s")
 
 

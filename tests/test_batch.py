@@ -133,3 +133,16 @@ def test_array_job_on_a_real_slurm_cluster(three_cases, tmp_path, monkeypatch, c
         assert "#SBATCH --array=0-2%2\n" in (out / "slurm" / f"array-{job}.sbatch").read_text()
         assert len(list((out / "slurm").glob("config-*.yaml"))) == 2
         assert {t: f["ExitCode"] for t, f in slurm_cluster.wait_for_job(again, env).items()} == {"1": "3:0"}
+
+
+def test_a_case_that_failed_verification_is_retried_and_cleaned(phantom, tmp_path, capsys):
+    """Exit 6 with the failure pictures kept; a later run with a sound config passes and removes both records."""
+    manifest = _manifest(tmp_path / "cases.csv", [("p", str(phantom.folder))])
+    out = tmp_path / "out"
+    bad = tmp_path / "bad.yaml"  # cut plane 25 mm anterior: the face survives and verification refuses it
+    bad.write_text("region:\n  plane_offset_mm: -25.0\n  chin_margin_mm: 0.0\npost_check: false\n")
+    assert main(["batch", str(manifest), str(out), "--config", str(bad), "--no-nifti"]) == 6
+    assert json.loads((out / "p.failed.json").read_text())["error"] == "PrivacyError"
+    assert list((out / "p.verify-failed").glob("verify_failed_*.png")) and not (out / "p").exists()
+    assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p"]
