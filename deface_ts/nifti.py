@@ -14,7 +14,7 @@ _KJI_TO_IJK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]],
 
 
 def to_nifti(volume: Volume, dtype=None) -> nib.Nifti1Image:
-    array = volume.array if dtype is None else volume.array.astype(dtype)
+    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
     affine = LPS_TO_RAS @ volume.affine @ _KJI_TO_IJK
     # A C-ordered (k, j, i) array is a Fortran-ordered (i, j, k) one: NIfTI's own layout, so no copy.
     image = nib.Nifti1Image(array.transpose(2, 1, 0), affine)
