@@ -14,6 +14,7 @@ left the face in the files is caught before the output folder appears.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +114,12 @@ def visual_check(before: Volume, after: Volume, config: VerifyConfig, failure_fo
     options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
                    margin_mm=config.strip_margin_mm)
     before_renders = render_views(before, tuple(config.angles), **options)
-    after_renders = render_views(after, frame=before_renders, **options)
-    seen_before = faces.faces_in_views(before_renders, detectors)
+    # The detectors read the original's views while the written CT is rendered (their native code and VTK's
+    # run side by side); the defaced views are searched only after, so no detector is used by two threads.
+    with ThreadPoolExecutor(1) as pool:
+        looking = pool.submit(faces.faces_in_views, before_renders, detectors)
+        after_renders = render_views(after, frame=before_renders, **options)
+        seen_before = looking.result()
     seen_after = faces.faces_in_views(after_renders, detectors)
 
     def summary(seen: dict) -> dict:
