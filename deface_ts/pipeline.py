@@ -66,13 +66,8 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     with timer.stage("apply"):
         applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
-        with timer.stage("write"), ThreadPoolExecutor(1) as pool:
-            # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
-            nifti_done = pool.submit(write_nifti_outputs, tmp / "nifti", ct.with_array(applied.hu), plan,
-                                     hu_dtype=ct.array.dtype) if config.output.nifti else None
-            written = write_case(case, applied.changes, tmp / "dicom", UidMap(config.output.uid_salt))
-            if nifti_done is not None:
-                nifti_done.result()
+        with timer.stage("write"):
+            written = write_outputs(tmp, case, applied, plan, config)
         with timer.stage("post_check"):
             reread = load_case(tmp / "dicom")
             check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
@@ -89,6 +84,19 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         report["output"] = {"folder": str(Path(output)), "uids": written.uids}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: Config):
+    """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``."""
+    ct = case.ct.hu
+    with ThreadPoolExecutor(1) as pool:
+        # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
+        nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", ct.with_array(applied.hu), plan,
+                                 hu_dtype=ct.array.dtype) if config.output.nifti else None
+        written = write_case(case, applied.changes, folder / "dicom", UidMap(config.output.uid_salt))
+        if nifti_done is not None:
+            nifti_done.result()
+    return written
 
 
 def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
