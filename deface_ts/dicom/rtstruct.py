@@ -23,7 +23,7 @@ from skimage.measure import approximate_polygon, find_contours
 from deface_ts.dicom.study import DicomFile
 from deface_ts.dicom.uids import same_encoding
 from deface_ts.errors import InputError
-from deface_ts.volume import Volume
+from deface_ts.volume import Volume, bounding_box
 
 ROLES = ("body", "ptv", "ctv", "gtv", "oar", "other")
 _BODY_NAMES = re.compile(r"^(body|external|outline|skin|patient|body[ _-]?contour|ext)$", re.IGNORECASE)
@@ -63,14 +63,10 @@ class RoiMask:
 
     @classmethod
     def from_full(cls, mask: np.ndarray) -> "RoiMask":
-        nonzero = np.argwhere(mask.any(axis=(1, 2))).ravel()
-        if nonzero.size == 0:
+        box = bounding_box(mask)
+        if box is None:
             return cls((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
-        rows = np.flatnonzero(mask.any(axis=(0, 2)))
-        cols = np.flatnonzero(mask.any(axis=(0, 1)))
-        lo = (int(nonzero[0]), int(rows[0]), int(cols[0]))
-        hi = (int(nonzero[-1]) + 1, int(rows[-1]) + 1, int(cols[-1]) + 1)
-        return cls(lo, mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].copy())
+        return cls(tuple(b.start for b in box), mask[box].copy())  # type: ignore[arg-type]
 
     def count(self) -> int:
         return int(self.array.sum())
@@ -265,14 +261,12 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
     midpoints, so no pixel centre lies on it and the fill reproduces the mask.
     Collinear points are dropped (tolerance 0 keeps the shape exact).
     """
-    rows = np.flatnonzero(mask_slice.any(axis=1))
-    if rows.size == 0:
+    box = bounding_box(mask_slice)
+    if box is None:
         return []
-    cols = np.flatnonzero(mask_slice.any(axis=0))
-    r0, c0 = int(rows[0]), int(cols[0])
+    r0, c0 = box[0].start, box[1].start
     # Traced in the mask's bounding box only: find_contours' cost grows with the area it scans.
-    crop = mask_slice[r0 : int(rows[-1]) + 1, c0 : int(cols[-1]) + 1]
-    padded = np.pad(crop.astype(np.float32), 1)
+    padded = np.pad(mask_slice[box].astype(np.float32), 1)
     polygons = []
     for line in find_contours(padded, 0.5):
         line = approximate_polygon(line, tolerance=0.0)

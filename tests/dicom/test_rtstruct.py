@@ -85,15 +85,21 @@ def test_masks_agree_with_plastimatch(phantom, tmp_path):
     assert checked >= 15
 
 
-def test_contours_outside_the_ct_are_named_in_a_warning(phantom, tmp_path):
+def _cord_in_a_copy(phantom, folder):
+    """A copy of the phantom study, its RTSTRUCT (path, dataset) and the cord's ROIContourSequence item."""
     from tests.conftest import copy_study
 
-    folder = copy_study(phantom, tmp_path / "outside")
+    copy_study(phantom, folder)
     path = folder / phantom.rtstruct_file.relative_to(phantom.folder)
     ds = pydicom.dcmread(path)
     name = phantom.roi_names["cord"]
     number = next(int(r.ROINumber) for r in ds.StructureSetROISequence if r.ROIName == name)
-    item = next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == number)
+    return path, ds, name, next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == number)
+
+
+def test_contours_outside_the_ct_are_named_in_a_warning(phantom, tmp_path):
+    folder = tmp_path / "outside"
+    path, ds, name, item = _cord_in_a_copy(phantom, folder)
     contour = item.ContourSequence[0]
     points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
     points[:, 2] -= 500.0  # far below the first slice
@@ -155,14 +161,8 @@ def test_contour_without_points_is_ignored_with_a_warning(phantom, tmp_path):
     from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
-    from tests.conftest import copy_study
-
-    folder = copy_study(phantom, tmp_path / "empty")
-    path = folder / phantom.rtstruct_file.relative_to(phantom.folder)
-    ds = pydicom.dcmread(path)
-    name = phantom.roi_names["cord"]
-    number = next(int(r.ROINumber) for r in ds.StructureSetROISequence if r.ROIName == name)
-    item = next(c for c in ds.ROIContourSequence if int(c.ReferencedROINumber) == number)
+    folder = tmp_path / "empty"
+    path, ds, name, item = _cord_in_a_copy(phantom, folder)
     item.ContourSequence[0][0x30060050] = RawDataElement(Tag(0x30060050), "DS", 0, b"", 0, False, True)
     item.ContourSequence[0].NumberOfContourPoints = 0
     ds.save_as(path)
