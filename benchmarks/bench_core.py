@@ -17,13 +17,13 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, median, phantom  # noqa: E402
 
-from deface_ts.dicom.ct import load_ct  # noqa: E402
-from deface_ts.dicom.case import Case  # noqa: E402
-from deface_ts.dicom.rtdose import load_dose  # noqa: E402
-from deface_ts.dicom.rtplan import load_plan  # noqa: E402
-from deface_ts.dicom.rtstruct import load_structures  # noqa: E402
-from deface_ts.dicom.study import discover, select  # noqa: E402
-from deface_ts.dicom.writer import Changes, write_case  # noqa: E402
+from deface_ts.io.dicom.ct import load_ct  # noqa: E402
+from deface_ts.io.dicom.case import Case  # noqa: E402
+from deface_ts.io.dicom.rtdose import load_dose  # noqa: E402
+from deface_ts.io.dicom.rtplan import load_plan  # noqa: E402
+from deface_ts.io.dicom.rtstruct import load_structures  # noqa: E402
+from deface_ts.io.dicom.study import discover, select  # noqa: E402
+from deface_ts.io.dicom.writer import Changes, write_case  # noqa: E402
 
 
 REPEATS = 5

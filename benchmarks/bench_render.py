@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, phantom  # noqa: E402
 
 from deface_ts import faces, render  # noqa: E402
-from deface_ts.dicom.ct import load_ct  # noqa: E402
-from deface_ts.dicom.study import discover, select  # noqa: E402
+from deface_ts.io.dicom.ct import load_ct  # noqa: E402
+from deface_ts.io.dicom.study import discover, select  # noqa: E402
 
 TARGET_S = 5.0
 

@@ -50,8 +50,8 @@ def main() -> None:
 
     from common import FULL, Stages
     from deface_ts.phantom import PhantomOptions, evaluate
-    from deface_ts.segment import totalseg
-    from deface_ts.volume import Volume
+    from deface_ts.locate.totalseg import runtime
+    from deface_ts.geometry.volume import Volume
     from nnunet_models import write_architecture_model, write_licence_config
 
     home = args.workdir / "home"
@@ -68,18 +68,18 @@ def main() -> None:
     small_hu, _, small_affine = evaluate(PhantomOptions(rows=96, columns=96, pixel_spacing=2.5, slices=48,
                                                         slice_thickness=4.0))
     with stages.stage("first call: imports + model load (small CT)"):
-        totalseg.run_task(Volume(small_hu, small_affine), "face",
-                          totalseg.TotalSegOptions(device=args.device, threads=args.threads), anterior_only=True)
-    options = totalseg.TotalSegOptions(device=args.device, threads=args.threads)
-    box = totalseg.head_box(ct, options, anterior_only=True)
+        runtime.run_task(Volume(small_hu, small_affine), "face",
+                          runtime.TotalSegOptions(device=args.device, threads=args.threads), anterior_only=True)
+    options = runtime.TotalSegOptions(device=args.device, threads=args.threads)
+    box = runtime.head_box(ct, options, anterior_only=True)
     crop_shape = [int(s.stop - s.start) for s in box]
     crop_mm = np.array(crop_shape) * ct.spacing
     full_mm = np.array(ct.shape) * ct.spacing
     with stages.stage("face, cropped to the face"):
-        cropped = totalseg.run_task(ct, "face", options, anterior_only=True)
+        cropped = runtime.run_task(ct, "face", options, anterior_only=True)
     if not args.skip_uncropped:
         with stages.stage("face, whole image (no crop)"):
-            totalseg.run_task(ct, "face", totalseg.TotalSegOptions(device=args.device, threads=args.threads,
+            runtime.run_task(ct, "face", runtime.TotalSegOptions(device=args.device, threads=args.threads,
                                                                    crop=False), anterior_only=True)
     stages.print(f"TotalSegmentator face stage, {args.threads} CPU thread(s), device {args.device}")
     print(f"  crop {crop_shape} voxels = {crop_mm.round(0).tolist()} mm "

@@ -17,19 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from deface_ts import __version__, models, nifti
-from deface_ts.apply import apply_plan, fill_values
+from deface_ts import __version__
+from deface_ts.locate.totalseg import weights
+from deface_ts.io import nifti
+from deface_ts.removal.apply import apply_plan, fill_values
 from deface_ts.config import Config
-from deface_ts.dicom.case import Case, load_case
-from deface_ts.dicom.uids import UidMap
-from deface_ts.dicom.writer import write_case
+from deface_ts.io.dicom.case import Case, load_case
+from deface_ts.io.dicom.uids import UidMap
+from deface_ts.io.dicom.writer import write_case
 from deface_ts.errors import InputError, PrivacyError
-from deface_ts.output import atomic_output
-from deface_ts.plan import RULES, RemovalPlan, body_from_hu, plan_removal
-from deface_ts.segment.base import FaceLocation, Locator
-from deface_ts.segment.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
-from deface_ts.verify import post_check, post_check_volume, visual_check
-from deface_ts.volume import Volume
+from deface_ts.io.output import atomic_output
+from deface_ts.removal.plan import RULES, RemovalPlan, body_from_hu, plan_removal
+from deface_ts.locate.base import FaceLocation, Locator
+from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
+from deface_ts.checks.verify import post_check, post_check_volume, visual_check
+from deface_ts.geometry.volume import Volume
 
 
 class Timer:
@@ -100,7 +102,7 @@ def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: 
 
 
 def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
-    """The visual verification (see :func:`deface_ts.verify.visual_check`), or a record that it was off."""
+    """The visual verification (see :func:`deface_ts.checks.verify.visual_check`), or a record that it was off."""
     if config.verify.mode == "off":
         return {"mode": "off", "status": "not verified (verify off)"}, None
     failure_folder = output.parent / f"{output.name}.verify-failed"
@@ -111,7 +113,7 @@ def verify_visually(before: Volume, after: Volume, config: Config, output: Path)
 def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, location: FaceLocation,
                 doses: tuple, renders: tuple | None) -> dict[str, str]:
     """QC PNGs (renders before/after, slices through the eyes, dose) in ``folder``; names relative to the case."""
-    from deface_ts.qc import write_qc_pictures
+    from deface_ts.reporting.qc import write_qc_pictures
 
     centres = [e.centre_mm for e in location.eyes]
     if not centres:  # a face mask without eyes: slices through the middle of the removed region
@@ -130,7 +132,7 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
     Eye landmarks come, in this order, from ``eyes_mask`` (NIfTI input), the
     RTSTRUCT's eye ROIs, or TotalSegmentator's head_glands_cavities.
     """
-    from deface_ts.segment import totalseg
+    from deface_ts.locate.totalseg import runtime
 
     options = totalseg_options(config)
     eye_locator: Locator | None = None
@@ -144,18 +146,18 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
     if method == "eyes":
         if eye_locator is not None:
             return eye_locator
-        with totalseg.using_home(options):
-            installed = "head_glands_cavities" in models.available_tasks()
+        with runtime.using_home(options):
+            installed = "head_glands_cavities" in weights.available_tasks()
         if installed:
-            return totalseg.TotalSegEyeLocator(options)
+            return runtime.TotalSegEyeLocator(options)
         if eyes_mask is None and structures is None:
             raise PrivacyError("no eye landmarks: NIfTI input needs --eyes-mask, or TotalSegmentator's "
                                "head_glands_cavities weights (deface-ts models status). Nothing was written.")
         return RoiEyeLocator(structures, config.eyes)  # raises the error that names the ROIs seen
     if method in ("face", "union"):
-        return totalseg.TotalSegLocator(method, options, eye_locator)
+        return runtime.TotalSegLocator(method, options, eye_locator)
     if method == "render":
-        from deface_ts.segment.render_locator import RenderLocator
+        from deface_ts.locate.render import RenderLocator
 
         return RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
     raise InputError(f"unknown method {config.method!r}")
@@ -163,14 +165,14 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
 
 def auto_method(options, has_eyes: bool) -> str:
     """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
-    from deface_ts.segment import totalseg
+    from deface_ts.locate.totalseg import runtime
 
-    with totalseg.using_home(options):
-        tasks = models.available_tasks()
+    with runtime.using_home(options):
+        tasks = weights.available_tasks()
     try:
-        return totalseg.choose_method(tasks, has_eyes)
+        return runtime.choose_method(tasks, has_eyes)
     except InputError:
-        from deface_ts import faces
+        from deface_ts.vision import faces
 
         if faces.available_detectors():
             return "render"
@@ -179,7 +181,7 @@ def auto_method(options, has_eyes: bool) -> str:
 
 
 def totalseg_options(config: Config):
-    from deface_ts.segment.totalseg import TotalSegOptions
+    from deface_ts.locate.totalseg.runtime import TotalSegOptions
 
     ts = config.totalseg
     return TotalSegOptions(device=ts.device, threads=ts.threads, home=Path(ts.home) if ts.home else None,

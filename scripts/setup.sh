@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$pin"
   "${pip[@]}" -c "$pin" -e ".[test,totalseg]"
   # TotalSegmentator pulls PyPI's torchvision (a CUDA build), which breaks beside the CPU torch and is not
-  # needed: deface-ts registers nnU-Net's trainer classes itself (deface_ts/segment/totalseg.py).
+  # needed: deface-ts registers nnU-Net's trainer classes itself (deface_ts/locate/totalseg.py).
   .venv/bin/python -m pip uninstall -q -y torchvision 2>/dev/null || true
   # A second step: TotalSegmentator's preview dependency (fury) caps vtk below 9.4, whose wheels lack
   # offscreen EGL/OSMesa; deface-ts never uses fury.

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deface_ts.models import TASKS, Task
+from deface_ts.locate.totalseg.weights import TASKS, Task
 
 #: Labels of TotalSegmentator's ``total`` task (dataset 298 predicts all 117); only "skull" is produced here.
 TOTAL_SKULL_LABEL = 91

@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from deface_ts.cli import main
+from deface_ts.apps.cli import main
 from tests.conftest import copy_study, tree_digest
 
 

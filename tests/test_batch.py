@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from deface_ts.batch import array_spec, read_manifest, sbatch_script
-from deface_ts.cli import main
+from deface_ts.apps.batch import array_spec, read_manifest, sbatch_script
+from deface_ts.apps.cli import main
 from tests import slurm_cluster
 from tests.conftest import copy_study
 
@@ -109,7 +109,7 @@ def test_array_spec_and_script():
     script = sbatch_script("/m.csv", "/out", [0, 2], ["--config", "/out/slurm/c.yaml"], sbatch_options=["--mem=8G"])
     assert "#SBATCH --array=0,2\n" in script and "#SBATCH --mem=8G\n" in script
     assert "#SBATCH --output=/out/slurm/%A_%a.log" in script
-    assert "-m deface_ts.cli batch /m.csv /out --config /out/slurm/c.yaml" in script
+    assert "-m deface_ts.apps.cli batch /m.csv /out --config /out/slurm/c.yaml" in script
 
 
 @requires_slurm

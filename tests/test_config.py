@@ -65,7 +65,7 @@ def test_wheel_installs_the_named_configs(tmp_path):
 
 
 def test_demo_with_a_missing_config_writes_nothing(tmp_path, capsys):
-    from deface_ts.cli import main
+    from deface_ts.apps.cli import main
 
     assert main(["demo", str(tmp_path / "demo"), "--config", "no-such-config"]) == 5
     assert "no-such-config: configuration file not found" in capsys.readouterr().err

@@ -8,13 +8,13 @@ import numpy as np
 from scipy import ndimage
 import pytest
 
-from deface_ts import nifti
-from deface_ts.cli import main
+from deface_ts.io import nifti
+from deface_ts.apps.cli import main
 from deface_ts.config import load_config
-from deface_ts.dicom.case import load_case
+from deface_ts.io.dicom.case import load_case
 from deface_ts.errors import PrivacyError
 from deface_ts.pipeline import deface
-from deface_ts.segment.eyes import is_eye_name
+from deface_ts.locate.eyes import is_eye_name
 from deface_ts.config import EyesConfig
 from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
 from tests.conftest import tree_digest
@@ -223,9 +223,9 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
 
 
 def test_post_check_fails_closed_on_leftover_face(defaced):
-    from deface_ts.plan import RemovalPlan
-    from deface_ts.verify import post_check_volume
-    from deface_ts.segment.eyes import RoiEyeLocator
+    from deface_ts.removal.plan import RemovalPlan
+    from deface_ts.checks.verify import post_check_volume
+    from deface_ts.locate.eyes import RoiEyeLocator
 
     study, out, report, before, after = defaced["HFS"]
     rule = (nifti.load(out / "nifti" / "removal_mask.nii.gz").array).astype(np.uint8)

@@ -17,10 +17,10 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from deface_ts import faces
+from deface_ts.vision import faces
 from deface_ts.config import load_config
 from deface_ts.errors import InputError
-from deface_ts.evaluate import Pair, evaluate, pairs_from_roots, read_pairs
+from deface_ts.reporting.evaluate import Pair, evaluate, pairs_from_roots, read_pairs
 from deface_ts.phantom import PhantomOptions, write_phantom_study
 from deface_ts.pipeline import deface
 from tests.conftest import SMALL
@@ -149,7 +149,7 @@ def test_utility_targets_kept_eyes_clipped_dose_zeroed_only_in_the_removal(evalu
 
 
 def test_evaluate_command_line(cohort, tmp_path, capsys):
-    from deface_ts.cli import main
+    from deface_ts.apps.cli import main
 
     out = tmp_path / "eval"
     assert main(["evaluate", str(out), "--originals", str(cohort / "original"), "--defaced", str(cohort / "defaced")]) == 0

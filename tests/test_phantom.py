@@ -1,6 +1,6 @@
 """The phantom study itself: valid DICOM, one anatomy in patient space, contours that give back the masks.
 
-The reader here is deliberately independent of deface_ts.dicom (pydicom plus a tiny even-odd rasteriser),
+The reader here is deliberately independent of deface_ts.io.dicom (pydicom plus a tiny even-odd rasteriser),
 so a bug in the product's loader cannot hide a bug in its test data.
 """
 
@@ -14,8 +14,9 @@ import pydicom
 import pytest
 from skimage.draw import polygon as fill_polygon
 
-from deface_ts.dicom.case import load_case
-from deface_ts.phantom import (
+from deface_ts.io.dicom.case import load_case
+from deface_ts.phantom import write_phantom_study
+from deface_ts.phantom.anatomy import (
     CHIN,
     EYE_CENTRES,
     EYE_KEYS,
@@ -25,9 +26,8 @@ from deface_ts.phantom import (
     evaluate,
     evaluate_boxes,
     phantom_hu,
-    write_phantom_study,
 )
-from deface_ts.volume import ANTERIOR, Volume, affine_from_dicom
+from deface_ts.geometry.volume import ANTERIOR, Volume, affine_from_dicom
 from tests.checkers import dciodvfy_errors, dice, requires_dciodvfy
 from tests.conftest import SMALL
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deface_ts import nifti, qc
+from deface_ts.io import nifti
+from deface_ts.reporting import qc
 from deface_ts.config import load_config
-from deface_ts.dicom.case import load_case
+from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import CHIN, EYE_CENTRES
 from deface_ts.pipeline import deface
-from deface_ts.volume import LEFT, AnatomicalView, Volume, affine_from_dicom
+from deface_ts.geometry.volume import LEFT, AnatomicalView, Volume, affine_from_dicom
 
 POSITIONS = ["HFS", "FFP"]  # FFP flips the superior and the anterior axes of the array relative to HFS
 ANGLES = (0.0, 45.0, -45.0)
@@ -46,7 +47,7 @@ def pictures(defaced, tmp_path_factory):
     for position, (before, after, removed, protected, _) in defaced.items():
         renders_before = renders_after = None
         if position == "HFS":
-            from deface_ts.render import render_views
+            from deface_ts.vision.render import render_views
 
             renders_before = render_views(before.ct.hu, ANGLES)
             renders_after = render_views(after.ct.hu, frame=renders_before)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deface_ts import render
-from deface_ts.dicom.ct import load_ct
-from deface_ts.dicom.study import discover, select
+from deface_ts.vision import render
+from deface_ts.io.dicom.ct import load_ct
+from deface_ts.io.dicom.study import discover, select
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
-from deface_ts.render import BlankRenderError, Render, render_views, strip_immobilisation
-from deface_ts.volume import ANTERIOR, LEFT, SUPERIOR, AnatomicalView, Volume
+from deface_ts.vision.render import BlankRenderError, Render, render_views, strip_immobilisation
+from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, AnatomicalView, Volume
 
 #: 1 mm pixels and 2 mm slices: fine enough for a face a detector recognises (the 2 mm/3 mm suite default is not).
 FACE_PHANTOM = dict(rows=256, columns=256, pixel_spacing=1.0, slices=120, slice_thickness=2.0)

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deface_ts import models
+from deface_ts.locate.totalseg import weights
 from deface_ts.errors import DefaceError, InputError, PrivacyError
-from deface_ts.models import LicenceError, MissingWeightsError, ModelError
+from deface_ts.locate.totalseg.weights import LicenceError, MissingWeightsError, ModelError
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
-from deface_ts.segment import totalseg
-from deface_ts.segment.base import FaceLocation
-from deface_ts.segment.eyes import MaskEyeLocator
-from deface_ts.segment.totalseg import TotalSegLocator, TotalSegOptions, choose_method, face_region_from_mask
-from deface_ts.volume import ANTERIOR, Volume
+from deface_ts.locate.totalseg import runtime
+from deface_ts.locate.base import FaceLocation
+from deface_ts.locate.eyes import MaskEyeLocator
+from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method, face_region_from_mask
+from deface_ts.geometry.volume import ANTERIOR, Volume
 
 SMALL = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0, noise_hu=0.0)
 
@@ -180,8 +180,8 @@ def test_head_box_keeps_the_face_in_any_position(position):
     hu, masks, affine = evaluate(PhantomOptions(**{**SMALL, "position": position}))
     ct = Volume(hu, affine)
     options = TotalSegOptions()
-    face_box = totalseg.head_box(ct, options, anterior_only=True)
-    head_box = totalseg.head_box(ct, options, anterior_only=False)
+    face_box = runtime.head_box(ct, options, anterior_only=True)
+    head_box = runtime.head_box(ct, options, anterior_only=False)
     inside = np.zeros(ct.shape, bool)
     inside[face_box] = True
     # The whole front of the body (in front of the eye centres) lies inside the face crop ...
@@ -198,22 +198,22 @@ def test_head_box_without_a_body_fails_closed():
     ct = _hfs_volume()
     ct.array[:] = -1000
     with pytest.raises(PrivacyError, match="no patient body"):
-        totalseg.head_box(ct, TotalSegOptions(), anterior_only=True)
+        runtime.head_box(ct, TotalSegOptions(), anterior_only=True)
 
 
 def test_resolve_device_refuses_a_missing_gpu():
     torch = pytest.importorskip("torch")
-    assert totalseg.resolve_device("cpu") == "cpu"
-    assert totalseg.resolve_device("auto") == ("gpu" if torch.cuda.is_available() else "cpu")
+    assert runtime.resolve_device("cpu") == "cpu"
+    assert runtime.resolve_device("auto") == ("gpu" if torch.cuda.is_available() else "cpu")
     with pytest.raises(InputError, match="gpu:7"):
-        totalseg.resolve_device("gpu:7")
+        runtime.resolve_device("gpu:7")
     with pytest.raises(InputError, match="not one of"):
-        totalseg.resolve_device("tpu")
+        runtime.resolve_device("tpu")
 
 
 # ----------------------------------------------------------------------------------------------- models.py
 def _fake_dataset(root: Path, task: str, checkpoint: bytes = b"weights") -> Path:
-    info = models.TASKS[task]
+    info = weights.TASKS[task]
     model = root / info.folder / info.model_folder
     (model / "fold_0").mkdir(parents=True)
     (model / "dataset.json").write_text("{}")
@@ -224,7 +224,7 @@ def _fake_dataset(root: Path, task: str, checkpoint: bytes = b"weights") -> Path
 
 def test_status_of_an_empty_home(tmp_path, use_home):
     use_home(tmp_path / "home")
-    status = models.status()
+    status = weights.status()
     assert status["weights_dir"] == str(tmp_path / "home" / "nnunet" / "results")
     assert status["available"] == []
     assert status["licence"] == "missing"
@@ -239,11 +239,11 @@ def test_private_config_switches_statistics_off_and_keeps_other_keys(tmp_path, u
     home.mkdir()
     (home / "config.json").write_text(json.dumps({"totalseg_id": "abc", "send_usage_stats": True,
                                                   "prediction_counter": 7, "license_number": "x" * 18}))
-    models.ensure_private_config()
+    weights.ensure_private_config()
     config = json.loads((home / "config.json").read_text())
     assert config["send_usage_stats"] is False
     assert (config["totalseg_id"], config["prediction_counter"], config["license_number"]) == ("abc", 7, "x" * 18)
-    assert models.status()["usage_statistics"] == "off" and models.licence_state() == "configured"
+    assert weights.status()["usage_statistics"] == "off" and weights.licence_state() == "configured"
 
 
 def test_import_weights_from_a_zip_and_a_folder(tmp_path, use_home):
@@ -255,16 +255,16 @@ def test_import_weights_from_a_zip_and_a_folder(tmp_path, use_home):
     with zipfile.ZipFile(archive, "w") as zf:
         for path in source.rglob("*"):
             zf.write(path, path.relative_to(source))
-    assert sorted(models.import_weights(archive)) == ["head_glands_cavities", "total_6mm"]
-    assert models.available_tasks() == ["head_glands_cavities", "total_6mm"]
+    assert sorted(weights.import_weights(archive)) == ["head_glands_cavities", "total_6mm"]
+    assert weights.available_tasks() == ["head_glands_cavities", "total_6mm"]
     with pytest.raises(InputError, match="exists already"):
-        models.import_weights(source / "nested")
-    assert models.import_weights(source / "nested", overwrite=True) == ["total_6mm"]
+        weights.import_weights(source / "nested")
+    assert weights.import_weights(source / "nested", overwrite=True) == ["total_6mm"]
     face = _fake_dataset(tmp_path / "face", "face")
-    assert models.import_weights(face) == ["face"]
-    assert "face" not in models.available_tasks()  # licensed: weights alone are not enough
-    models.set_licence("Y" * 18)
-    assert "face" in models.available_tasks()
+    assert weights.import_weights(face) == ["face"]
+    assert "face" not in weights.available_tasks()  # licensed: weights alone are not enough
+    weights.set_licence("Y" * 18)
+    assert "face" in weights.available_tasks()
 
 
 def test_import_weights_refuses_bad_archives(tmp_path, use_home):
@@ -273,26 +273,26 @@ def test_import_weights_refuses_bad_archives(tmp_path, use_home):
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../outside.txt", "x")
     with pytest.raises(InputError, match="outside the archive"):
-        models.import_weights(evil)
+        weights.import_weights(evil)
     incomplete = _fake_dataset(tmp_path / "src", "face")
-    (incomplete / models.TASKS["face"].model_folder / "plans.json").unlink()
+    (incomplete / weights.TASKS["face"].model_folder / "plans.json").unlink()
     with pytest.raises(ModelError, match="incomplete model for task 'face'"):
-        models.import_weights(incomplete)
+        weights.import_weights(incomplete)
     (tmp_path / "other").mkdir()
     with pytest.raises(InputError, match="holds none of the model folders"):
-        models.import_weights(tmp_path / "other")
-    assert not (tmp_path / "home" / "nnunet" / "results" / models.TASKS["face"].folder).exists()
+        weights.import_weights(tmp_path / "other")
+    assert not (tmp_path / "home" / "nnunet" / "results" / weights.TASKS["face"].folder).exists()
 
 
 def test_missing_weights_name_the_task_and_folder(tmp_path, use_home, phantom_ct):
     home = use_home(tmp_path / "home")
     ct, _ = phantom_ct
     with pytest.raises(MissingWeightsError, match=r"task 'face' \(dataset 303\).*Dataset303_face_1559subj"):
-        totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
+        runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     # head_glands_cavities also needs the 6 mm total model, which TotalSegmentator would download.
     _fake_dataset(home / "nnunet" / "results", "head_glands_cavities")
     with pytest.raises(MissingWeightsError, match=r"'total_6mm' \(needed by 'head_glands_cavities'\) \(dataset 298\)"):
-        totalseg.run_task(ct, "head_glands_cavities", TotalSegOptions(device="cpu"))
+        runtime.run_task(ct, "head_glands_cavities", TotalSegOptions(device="cpu"))
 
 
 def test_missing_licence_is_our_error_not_sys_exit(tmp_path, use_home, phantom_ct):
@@ -300,7 +300,7 @@ def test_missing_licence_is_our_error_not_sys_exit(tmp_path, use_home, phantom_c
     _fake_dataset(home / "nnunet" / "results", "face")
     ct, _ = phantom_ct
     with pytest.raises(LicenceError, match="licensed.*missing") as info:
-        totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
+        runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     assert isinstance(info.value, DefaceError)  # a batch catches DefaceError and goes on
 
 
@@ -317,7 +317,7 @@ def test_union_locates_face_and_eyes_with_no_network(union_result, phantom_ct):
     nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
     assert region[nose]
     from deface_ts.config import load_config
-    from deface_ts.plan import body_from_hu, plan_removal
+    from deface_ts.removal.plan import body_from_hu, plan_removal
 
     plan = plan_removal(ct, body_from_hu(ct.array, -400.0), location, [], load_config())
     assert plan.removed[nose] and (plan.removed & masks["brain"]).sum() < 0.002 * masks["brain"].sum()
@@ -334,9 +334,9 @@ def test_union_locates_face_and_eyes_with_no_network(union_result, phantom_ct):
 def test_crop_matches_the_uncropped_call(ts_home, use_home, phantom_ct, union_result):
     use_home(ts_home)
     ct, _ = phantom_ct
-    cropped = totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True) == 1
-    whole = totalseg.run_task(ct, "face", TotalSegOptions(device="cpu", crop=False), anterior_only=True) == 1
-    box = totalseg.head_box(ct, TotalSegOptions(), anterior_only=True)
+    cropped = runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True) == 1
+    whole = runtime.run_task(ct, "face", TotalSegOptions(device="cpu", crop=False), anterior_only=True) == 1
+    box = runtime.head_box(ct, TotalSegOptions(), anterior_only=True)
     outside = np.ones(ct.shape, bool)
     outside[box] = False
     assert not cropped[outside].any()  # nothing outside the crop is segmented
@@ -356,9 +356,9 @@ def test_models_are_loaded_once_per_process(ts_home, use_home, phantom_ct, union
     loads = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
-    totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
+    runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     assert loads == []  # the union run loaded it already
-    totalseg.run_task(ct, "face", TotalSegOptions(device="cpu", keep_models=False), anterior_only=True)
+    runtime.run_task(ct, "face", TotalSegOptions(device="cpu", keep_models=False), anterior_only=True)
     assert len(loads) == 1
 
 
@@ -402,7 +402,7 @@ def test_empty_eye_prediction_fails_the_case(tmp_path, use_home, phantom_ct):
     write_rule_model(results, "total_6mm")
     ct, _ = phantom_ct
     with pytest.raises(PrivacyError, match="no eye found"):
-        totalseg.TotalSegEyeLocator(TotalSegOptions(device="cpu")).locate(ct)
+        runtime.TotalSegEyeLocator(TotalSegOptions(device="cpu")).locate(ct)
 
 
 def test_corrupt_checkpoint_is_a_model_error(tmp_path, use_home, phantom_ct):
@@ -415,7 +415,7 @@ def test_corrupt_checkpoint_is_a_model_error(tmp_path, use_home, phantom_ct):
     (folder / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint")
     ct, _ = phantom_ct
     with pytest.raises(ModelError, match=r"task 'face' failed.*Dataset303_face_1559subj") as info:
-        totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
+        runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     assert isinstance(info.value, DefaceError)
 
 
@@ -439,8 +439,8 @@ def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
         pytest.skip("no CUDA GPU")
     use_home(ts_home)
     ct, _ = phantom_ct
-    gpu = totalseg.run_task(ct, "face", TotalSegOptions(device="gpu"), anterior_only=True)
-    cpu = totalseg.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
+    gpu = runtime.run_task(ct, "face", TotalSegOptions(device="gpu"), anterior_only=True)
+    cpu = runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
     assert (gpu == cpu).mean() > 0.999
 
 
@@ -449,7 +449,7 @@ def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
 def test_deface_through_totalsegmentator_end_to_end(method, flatten, ts_home, use_home, phantom_cache, tmp_path):
     """The real TotalSegmentator path drives the whole pipeline: face gone, protected PTV intact, DICOM valid."""
     from deface_ts.config import load_config
-    from deface_ts.dicom.case import load_case
+    from deface_ts.io.dicom.case import load_case
     from deface_ts.pipeline import deface
     from tests.checkers import dciodvfy_errors
     from tests.conftest import tree_digest
@@ -494,7 +494,7 @@ def test_deface_face_without_a_licence_fails_cleanly(tmp_path, use_home, phantom
     _needs_totalsegmentator()
     from nnunet_models import write_licence_config, write_test_models
 
-    from deface_ts.cli import main
+    from deface_ts.apps.cli import main
     from tests.conftest import tree_digest
 
     home = use_home(tmp_path / "home")
@@ -511,7 +511,7 @@ def test_models_cli_status_and_import(tmp_path, capsys):
     _needs_totalsegmentator()
     from nnunet_models import write_test_models
 
-    from deface_ts.cli import main
+    from deface_ts.apps.cli import main
 
     source = write_test_models(tmp_path / "download" / "nnunet" / "results", tasks=("head_glands_cavities",))
     home = tmp_path / "home"
@@ -528,7 +528,7 @@ def test_models_cli_status_and_import(tmp_path, capsys):
 def test_eyes_from_totalsegmentator_when_the_rtstruct_has_none(ts_home, use_home, phantom_cache, tmp_path):
     """Method eyes on an RTSTRUCT without eye ROIs: head_glands_cavities gives the landmarks."""
     from deface_ts.config import load_config
-    from deface_ts.dicom.case import load_case
+    from deface_ts.io.dicom.case import load_case
     from deface_ts.pipeline import deface
 
     use_home(ts_home)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deface_ts.volume import bounding_box
+from deface_ts.geometry.volume import bounding_box
 
 
 def test_bounding_box_with_margins_clipped_to_the_array():

@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from deface_ts.dicom.rtdose import load_dose
-from deface_ts.dicom.study import discover
+from deface_ts.io.dicom.rtdose import load_dose
+from deface_ts.io.dicom.study import discover
 from deface_ts.errors import InputError
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from deface_ts.dicom.case import load_case
-from deface_ts.dicom.rtstruct import RoiMask, changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
+from deface_ts.io.dicom.case import load_case
+from deface_ts.io.dicom.rtstruct import RoiMask, changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
 from tests.checkers import dice, plastimatch_convert, requires_plastimatch, resample_nearest
-from deface_ts import nifti
+from deface_ts.io import nifti
 
 
 @pytest.mark.parametrize(
@@ -146,7 +146,7 @@ def test_contour_data_from_raw_bytes(raw, expected):
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
 
-    from deface_ts.dicom.rtstruct import _contour_points
+    from deface_ts.io.dicom.rtstruct import _contour_points
 
     item = Dataset()
     item[0x30060050] = RawDataElement(Tag(0x30060050), "DS", len(raw), raw, 0, False, True)

@@ -8,10 +8,10 @@ import shutil
 import pydicom
 import pytest
 
-from deface_ts.cli import main
-from deface_ts.dicom.study import discover, select
+from deface_ts.apps.cli import main
+from deface_ts.io.dicom.study import discover, select
 from deface_ts.errors import InputError
-from deface_ts.info import describe
+from deface_ts.apps.info import describe
 from tests.conftest import copy_study
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from deface_ts.dicom.case import load_case
-from deface_ts.dicom.uids import UidMap
-from deface_ts.dicom.writer import Changes, write_case
-from deface_ts.output import atomic_output
-from deface_ts import nifti
+from deface_ts.io.dicom.case import load_case
+from deface_ts.io.dicom.uids import UidMap
+from deface_ts.io.dicom.writer import Changes, write_case
+from deface_ts.io.output import atomic_output
+from deface_ts.io import nifti
 from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
 
 

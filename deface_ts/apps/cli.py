@@ -1,0 +1,275 @@
+"""Command line: parse, build options, call the library, print. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from deface_ts import __version__
+from deface_ts.errors import DefaceError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deface-ts", description="Remove the face from head-and-neck radiotherapy CT.")
+    parser.add_argument("--version", action="version", version=f"deface-ts {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a DICOM study folder (headers only)")
+    info.add_argument("input", type=Path)
+    info.add_argument("--series", help="SeriesInstanceUID of the CT series to describe")
+    info.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    convert = sub.add_parser("convert", help="convert a DICOM-RT study to NIfTI (CT, ROI masks, dose)")
+    convert.add_argument("input", type=Path)
+    convert.add_argument("output", type=Path)
+    convert.add_argument("--series", help="SeriesInstanceUID of the CT series to convert")
+    convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    deface = sub.add_parser("deface", help="remove the face from a DICOM-RT study or a NIfTI CT")
+    deface.add_argument("input", type=Path, help="DICOM study folder, or a NIfTI CT (.nii/.nii.gz)")
+    deface.add_argument("output", type=Path, help="output folder (must not exist or be empty)")
+    _deface_options(deface)
+
+    batch = sub.add_parser("batch", help="deface the cases of a manifest CSV (one per Slurm array task, or all)",
+                           description="MANIFEST: CSV with columns case, input[, series]. Each case is written to "
+                           "OUTPUT_ROOT/<case>; done cases are skipped, a failed case leaves <case>.failed.json. "
+                           "Without --index the task number comes from $SLURM_ARRAY_TASK_ID; with neither, "
+                           "every case runs in turn.")
+    batch.add_argument("manifest", type=Path)
+    batch.add_argument("output_root", type=Path)
+    batch.add_argument("--index", type=int, help="0-based manifest row to run (default: $SLURM_ARRAY_TASK_ID)")
+    batch.add_argument("--status", action="store_true",
+                       help="print done/failed/pending cases, write OUTPUT_ROOT/batch_status.csv and .html, and exit")
+    batch.add_argument("--submit", action="store_true", help="submit pending and failed cases as a Slurm array job")
+    batch.add_argument("--max-parallel", type=int, metavar="K", help="with --submit: at most K tasks at once")
+    batch.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
+                       help="with --submit: extra #SBATCH line, e.g. '--mem=8G' (repeatable)")
+    _deface_options(batch, for_demo=True, overwrite=False)  # a case is done once; its folder is never replaced
+
+    demo = sub.add_parser("demo", help="generate the built-in phantom study and deface it")
+    demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
+    demo.add_argument("--matrix", type=int, default=256)
+    demo.add_argument("--slices", type=int, default=120)
+    demo.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
+    _deface_options(demo, for_demo=True)
+
+    models = sub.add_parser("models", help="TotalSegmentator weights: status, import, licence")
+    models.add_argument("--home", type=Path, help="TotalSegmentator home (default: $TOTALSEG_HOME_DIR or ~/.totalsegmentator)")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    status = models_sub.add_parser("status", help="tasks present, where, licence, usage statistics")
+    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    imp = models_sub.add_parser("import", help="copy weights from a zip or folder into the weights folder")
+    imp.add_argument("path", type=Path)
+    imp.add_argument("--overwrite", action="store_true", help="replace models already present")
+    licence = models_sub.add_parser("licence", help="record the licence number of the face task (offline)")
+    licence.add_argument("number")
+
+    evaluate = sub.add_parser("evaluate", help="privacy and utility over original/defaced pairs")
+    evaluate.add_argument("output", type=Path, help="folder for results.json, results.csv and summary.html")
+    evaluate.add_argument("--pairs", type=Path, help="CSV with columns original, defaced, patient[, scan]")
+    evaluate.add_argument("--originals", type=Path, help="folder of original case folders (with --defaced)")
+    evaluate.add_argument("--defaced", type=Path, help="folder of defaced case folders, matched by name")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+    phantom = sub.add_parser("phantom", help="write a synthetic head-and-neck DICOM-RT study")
+    phantom.add_argument("output", type=Path)
+    phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
+    phantom.add_argument("--matrix", type=int, default=256)
+    phantom.add_argument("--slices", type=int, default=120)
+    phantom.add_argument("--pixel-spacing", type=float, default=1.0)
+    phantom.add_argument("--slice-thickness", type=float, default=2.0)
+    phantom.add_argument("--no-eyes", action="store_true", help="omit eye and lens ROIs")
+    return parser
+
+
+def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, overwrite: bool = True) -> None:
+    parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
+    parser.add_argument("--method", choices=["auto", "eyes", "face", "union", "render"],
+                        help="face locator (default from the config: auto, the strongest available)")
+    parser.add_argument("--verify", choices=["enforce", "report", "off"],
+                        help="render the result and look for a face (default enforce: a face fails the case)")
+    parser.add_argument("--device", help="TotalSegmentator device: auto, cpu, gpu or gpu:N")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for TotalSegmentator")
+    parser.add_argument("--region", choices=["full", "upper"], help="full face (default) or defaceRT's upper box")
+    parser.add_argument("--protect", action="append", default=[], metavar="REGEX",
+                        help="also protect ROIs whose name matches (repeatable), e.g. '^brain$'")
+    parser.add_argument("--protect-margin", type=float, metavar="MM", help="margin around protected ROIs")
+    parser.add_argument("--eye-pattern", action="append", default=[], metavar="REGEX",
+                        help="extra eye ROI name pattern (repeatable)")
+    parser.add_argument("--fill-hu", type=float, help="HU of removed voxels (default -1000)")
+    parser.add_argument("--noise", action="store_true", default=None, help="noise-matched air in the removed region")
+    parser.add_argument("--uid-salt", help="make new UIDs deterministic with this salt")
+    parser.add_argument("--no-nifti", action="store_true", help="skip NIfTI copies of the result")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    if not for_demo:
+        parser.add_argument("--series", help="SeriesInstanceUID of the CT series")
+        parser.add_argument("--eyes-mask", type=Path, help="NIfTI input: eye mask on the CT grid")
+        parser.add_argument("--protect-mask", type=Path, action="append", default=[],
+                            help="NIfTI input: mask of voxels never to change (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from deface_ts.config import load_config
+
+    base = load_config(args.config)
+    overrides = {
+        "method": args.method,
+        "verify.mode": args.verify,
+        "totalseg.device": args.device,
+        "totalseg.threads": args.threads,
+        "region.kind": args.region,
+        "protect.margin_mm": args.protect_margin,
+        "fill.hu": args.fill_hu,
+        "fill.noise": args.noise,
+        "output.uid_salt": args.uid_salt,
+        "output.nifti": False if args.no_nifti else None,
+        "protect.patterns": base.protect.patterns + args.protect if args.protect else None,
+        "eyes.include": base.eyes.include + args.eye_pattern if args.eye_pattern else None,
+    }
+    return load_config(args.config, overrides)
+
+
+def _print_report(report: dict) -> None:
+    removed = report["removed"]
+    print(f"defaced: {report['output']['folder']}")
+    print(f"  method {report['method']}, region {report['region']}; removed {removed['tissue_volume_cc']} cc of tissue")
+    for name, kept in removed["kept_by_protection_voxels"].items():
+        print(f"  protected {name}: kept {kept} voxels of the face region")
+    for roi in report.get("rois", []):
+        if roi["status"] in ("clipped", "removed"):
+            print(f"  ROI {roi['name']}: {roi['status']} ({roi['preserved_ratio']:.3f} preserved)")
+    check = report["post_check"]
+    print("  post-check: " + ("passed" if check.get("passed") else "SKIPPED"))
+    print(f"  verify: {report['verify']['status']}")
+    print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return _run(args)
+    except DefaceError as exc:
+        print(f"deface-ts: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        from deface_ts.apps.info import describe, format_summary
+
+        summary = describe(args.input, args.series)
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    elif args.command == "convert":
+        from deface_ts.apps.convert import convert
+
+        print(convert(args.input, args.output, args.series, args.overwrite))
+    elif args.command == "deface":
+        from deface_ts.pipeline import deface
+
+        report = deface(args.input, args.output, _config(args), series_uid=args.series, overwrite=args.overwrite,
+                        eyes_mask=args.eyes_mask, protect_masks=args.protect_mask)
+        _print_report(report)
+    elif args.command == "demo":
+        from deface_ts.phantom import PhantomOptions, write_phantom_study
+        from deface_ts.pipeline import deface
+
+        from deface_ts.io.output import check_output
+
+        config = _config(args)  # a bad option fails before anything is written
+        check_output(args.output, [], args.overwrite)
+        options = PhantomOptions(position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices)
+        study = write_phantom_study(args.output / "input", options)
+        print(f"phantom study: {study.folder}")
+        report = deface(study.folder, args.output / "defaced", config, overwrite=True)
+        _print_report(report)
+    elif args.command == "batch":
+        return _batch(args)
+    elif args.command == "models":
+        _models(args)
+    elif args.command == "evaluate":
+        from deface_ts.reporting.evaluate import evaluate, pairs_from_roots, read_pairs
+        from deface_ts.errors import InputError
+
+        if args.pairs is not None:
+            pairs = read_pairs(args.pairs)
+        elif args.originals is not None and args.defaced is not None:
+            pairs = pairs_from_roots(args.originals, args.defaced)
+        else:
+            raise InputError("evaluate needs --pairs CSV, or --originals and --defaced folders")
+        evaluate(pairs, args.output, overwrite=args.overwrite)
+        print(f"evaluated {len(pairs)} pair(s): {args.output / 'summary.html'}")
+    elif args.command == "phantom":
+        from deface_ts.phantom import PhantomOptions, write_phantom_study
+
+        options = PhantomOptions(
+            position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices,
+            pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness, include_eyes=not args.no_eyes,
+        )
+        study = write_phantom_study(args.output, options)
+        print(study.folder)
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from deface_ts.apps import batch
+
+    cases = batch.read_manifest(args.manifest)
+    if args.status:
+        states = batch.status(cases, args.output_root)
+        print(", ".join(f"{name} {len(names)}" for name, names in states.items()) + f" (of {len(cases)})")
+        for record in batch.failures(cases, args.output_root):
+            print(f"  failed {record['case']} (exit {record['exit_code']}): {record['message']}")
+        table, page = batch.write_summary(cases, args.output_root)
+        print(f"per case: {table}, {page}")
+        return 0
+    config = _config(args)
+    if args.submit:
+        job, script = batch.submit(args.manifest, args.output_root, cases, config,
+                                   max_parallel=args.max_parallel, sbatch_options=args.sbatch_option)
+        print(f"submitted Slurm array job {job} ({script}); logs in {args.output_root / 'slurm'}")
+        return 0
+    results = batch.run(cases, args.output_root, config, batch.task_index(args.index, cases))
+    for result in results:
+        print(f"{result.case.name}: {result.status}" + (f" (exit {result.exit_code}): {result.message}"
+                                                         if result.status == "failed" else f" ({result.message})"))
+    failed = [r for r in results if r.status == "failed"]
+    if len(results) > 1:
+        print(f"{len(results) - len(failed)} of {len(results)} cases done or already done; {len(failed)} failed")
+    return batch.exit_code(results)
+
+
+def _models(args: argparse.Namespace) -> None:
+    import os
+
+    from deface_ts.locate.totalseg import weights
+
+    if args.home is not None:
+        os.environ["TOTALSEG_HOME_DIR"] = str(args.home)
+    if args.models_command == "status":
+        status = weights.status()
+        if args.json:
+            print(json.dumps(status, indent=2))
+            return
+        print(f"weights folder: {status['weights_dir']}")
+        for name, task in status["tasks"].items():
+            state = "ready" if name in status["available"] else ("complete" if task["complete"] else "missing")
+            licence = " (licensed)" if task["licensed"] else ""
+            print(f"  {name:22s} dataset {task['dataset']}{licence}: {state}  {task['folder']}")
+        print(f"licence: {status['licence']}; usage statistics: {status['usage_statistics']}")
+        print(f"TotalSegmentator {status['totalsegmentator_version']}, torch {status['torch_version']}")
+    elif args.models_command == "import":
+        imported = weights.import_weights(args.path, overwrite=args.overwrite)
+        print(f"imported: {', '.join(imported)} into {weights.weights_dir()}")
+    elif args.models_command == "licence":
+        path = weights.set_licence(args.number)
+        print(f"licence recorded in {path} (usage statistics off)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

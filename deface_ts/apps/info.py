@@ -1,0 +1,125 @@
+"""`deface-ts info`: what a folder holds, from headers only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deface_ts.io.dicom.ct import slice_geometry
+from deface_ts.io.dicom.rtdose import frame_offsets
+from deface_ts.io.dicom.rtstruct import roi_role
+from deface_ts.io.dicom.study import Discovery, StudyFiles, discover, select
+
+
+def describe(root: Path, series_uid: str | None = None) -> dict:
+    """A JSON-ready summary of the study under ``root`` (the chosen or only CT series)."""
+    found = discover(Path(root))
+    study = select(found, series_uid)
+    return summarise(found, study)
+
+
+def summarise(found: Discovery, study: StudyFiles) -> dict:
+    files, orientation, origin, step = slice_geometry(study.ct)
+    h = files[0].header
+    summary: dict = {
+        "input": str(found.root),
+        "patient_id": str(h.get("PatientID", "")),
+        "study_instance_uid": str(h.get("StudyInstanceUID", "")),
+        "series": [
+            {"series_instance_uid": uid, "slices": len(f), "description": str(f[0].header.get("SeriesDescription", ""))}
+            for uid, f in found.ct_series.items()
+        ],
+        "ct": {
+            "series_instance_uid": study.series_uid,
+            "frame_of_reference_uid": study.frame_of_reference,
+            "patient_position": str(h.get("PatientPosition", "")),
+            "orientation": [round(float(v), 6) for v in orientation],
+            "slices": len(files),
+            "rows": int(h.Rows),
+            "columns": int(h.Columns),
+            "spacing_mm": [round(step, 4), float(h.PixelSpacing[0]), float(h.PixelSpacing[1])],
+            "first_position_mm": [round(float(v), 3) for v in origin],
+            "transfer_syntax": str(files[0].header.file_meta.get("TransferSyntaxUID", "")),
+        },
+        "rtstruct": None,
+        "rtplan": None,
+        "rtdose": [],
+        "warnings": study.warnings,
+        "skipped": [{"file": str(p), "reason": r} for p, r in found.skipped],
+    }
+    if study.rtstruct is not None:
+        rs = study.rtstruct.header
+        types = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")) for o in rs.get("RTROIObservationsSequence", [])}
+        counts = {int(c.ReferencedROINumber): len(c.get("ContourSequence", [])) for c in rs.get("ROIContourSequence", [])}
+        summary["rtstruct"] = {
+            "file": str(study.rtstruct.path),
+            "label": str(rs.get("StructureSetLabel", "")),
+            "rois": [
+                {
+                    "number": int(r.ROINumber),
+                    "name": str(r.ROIName),
+                    "type": types.get(int(r.ROINumber), ""),
+                    "role": roi_role(str(r.ROIName), types.get(int(r.ROINumber), "")),
+                    "contours": counts.get(int(r.ROINumber), 0),
+                }
+                for r in rs.get("StructureSetROISequence", [])
+            ],
+        }
+    if study.rtplan is not None:
+        p = study.rtplan.header
+        summary["rtplan"] = {
+            "file": str(study.rtplan.path),
+            "label": str(p.get("RTPlanLabel", "")),
+            "beams": len(p.get("BeamSequence", p.get("IonBeamSequence", []))),
+        }
+    for dose in study.rtdose:
+        d = dose.header
+        offsets = frame_offsets(d, dose.path)
+        summary["rtdose"].append(
+            {
+                "file": str(dose.path),
+                "grid": [len(offsets), int(d.Rows), int(d.Columns)],
+                "spacing_mm": [
+                    round(float(np.median(np.diff(offsets))), 4) if len(offsets) > 1 else None,
+                    float(d.PixelSpacing[0]),
+                    float(d.PixelSpacing[1]),
+                ],
+                "summation": str(d.get("DoseSummationType", "")),
+                "bits": int(d.BitsAllocated),
+                "scaling": float(d.DoseGridScaling),
+            }
+        )
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    ct = summary["ct"]
+    lines = [
+        f"Input        {summary['input']}",
+        f"Patient      {summary['patient_id']}",
+        f"CT series    {ct['series_instance_uid']} ({ct['patient_position']}, {ct['slices']} slices of "
+        f"{ct['rows']}x{ct['columns']}, spacing {ct['spacing_mm'][0]} x {ct['spacing_mm'][1]} x {ct['spacing_mm'][2]} mm)",
+        f"Orientation  {ct['orientation']}",
+    ]
+    if len(summary["series"]) > 1:
+        lines.append(f"Other series {len(summary['series']) - 1}")
+    rs = summary["rtstruct"]
+    if rs:
+        lines.append(f"RTSTRUCT     {rs['file']} ({len(rs['rois'])} ROIs)")
+        width = max(len(r["name"]) for r in rs["rois"]) if rs["rois"] else 4
+        for r in rs["rois"]:
+            lines.append(f"  {r['number']:>4}  {r['name']:<{width}}  {r['role']:<5}  {r['type'] or '-'}  ({r['contours']} contours)")
+    else:
+        lines.append("RTSTRUCT     none")
+    plan = summary["rtplan"]
+    lines.append(f"RTPLAN       {plan['file']} ('{plan['label']}', {plan['beams']} beams)" if plan else "RTPLAN       none")
+    for d in summary["rtdose"]:
+        lines.append(f"RTDOSE       {d['file']} (grid {d['grid']}, spacing {d['spacing_mm']} mm, {d['summation']}, {d['bits']}-bit)")
+    if not summary["rtdose"]:
+        lines.append("RTDOSE       none")
+    for w in summary["warnings"]:
+        lines.append(f"warning: {w}")
+    if summary["skipped"]:
+        lines.append(f"skipped {len(summary['skipped'])} file(s): " + "; ".join(f"{s['file']} ({s['reason']})" for s in summary["skipped"][:5]))
+    return "\n".join(lines)

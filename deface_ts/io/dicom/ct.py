@@ -1,0 +1,183 @@
+"""CT Image series → HU volume with an LPS affine, and stored values for exact write-back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
+
+from deface_ts.io.dicom.study import DicomFile
+from deface_ts.errors import InputError
+from deface_ts.geometry.volume import Volume, affine_from_dicom
+
+#: Positions may differ from a perfect grid by this much (mm) before we call it an error.
+POSITION_TOLERANCE_MM = 0.05
+
+
+@dataclass
+class CtSeries:
+    """A loaded CT series.
+
+    Attributes
+    ----------
+    files
+        The slices' files, sorted by position along the slice normal.
+    datasets
+        The full datasets (with PixelData) in the same order; the writer copies them.
+    stored
+        Stored pixel values (slice, row, column), original dtype.
+    slope, intercept
+        Per-slice RescaleSlope / RescaleIntercept (PS3.3 C.11.1.1.2).
+    hu
+        Hounsfield units on the CT grid: int16 when exact, else float32. Do not modify in place.
+    """
+
+    files: list[DicomFile]
+    datasets: list[Dataset]
+    stored: np.ndarray
+    slope: np.ndarray
+    intercept: np.ndarray
+    hu: Volume
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.hu.affine
+
+    @property
+    def patient_position(self) -> str:
+        return str(self.datasets[0].get("PatientPosition", ""))
+
+    def stored_from_hu(self, hu: np.ndarray, k: int) -> np.ndarray:
+        """Stored values of slice ``k`` for HU values, rounded and clipped to the stored range."""
+        ds = self.datasets[k]
+        dtype = self.stored.dtype
+        bits = int(ds.get("BitsStored", dtype.itemsize * 8))
+        if int(ds.PixelRepresentation) == 1:
+            low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        else:
+            low, high = 0, 2**bits - 1
+        values = np.rint((hu - self.intercept[k]) / self.slope[k])
+        return np.clip(values, low, high).astype(dtype)
+
+
+def _geometry_error(files: list[DicomFile], message: str) -> InputError:
+    return InputError(f"{files[0].path.parent}: CT series {files[0].header.SeriesInstanceUID}: {message}")
+
+
+def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray, np.ndarray, float]:
+    """Sort slices along the normal and check the stack is a regular grid.
+
+    Returns sorted files, ImageOrientationPatient, first ImagePositionPatient and the slice step.
+    """
+    frames = {str(f.header.get("FrameOfReferenceUID", "")) for f in files}
+    if len(frames) != 1:
+        raise _geometry_error(files, f"slices belong to {len(frames)} frames of reference: {sorted(frames)}")
+    for f in files:
+        for attribute in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns"):
+            if attribute not in f.header:
+                raise InputError(f"{f.path}: CT image lacks {attribute}")
+    orientation = np.array(files[0].header.ImageOrientationPatient, dtype=float)
+    for f in files[1:]:
+        if not np.allclose(np.array(f.header.ImageOrientationPatient, dtype=float), orientation, atol=1e-4):
+            raise InputError(f"{f.path}: ImageOrientationPatient differs from {files[0].path}")
+        if (f.header.Rows, f.header.Columns) != (files[0].header.Rows, files[0].header.Columns):
+            raise InputError(f"{f.path}: image size differs from {files[0].path}")
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
+        raise _geometry_error(files, f"ImageOrientationPatient {orientation.tolist()} is not orthonormal")
+    normal = np.cross(row, col)
+    positions = np.array([f.header.ImagePositionPatient for f in files], dtype=float)
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    files = [files[i] for i in order]
+    positions, along = positions[order], along[order]
+    if len(files) > 1 and np.any(np.diff(along) < POSITION_TOLERANCE_MM):
+        k = int(np.argmin(np.diff(along)))
+        raise InputError(f"{files[k + 1].path}: same slice position as {files[k].path}")
+
+    # Gantry tilt shows as slice origins drifting in the image plane (PS3.3 C.7.6.2.1.1).
+    in_plane = positions - positions[0] - np.outer(along - along[0], normal)
+    drift = np.linalg.norm(in_plane, axis=1)
+    if drift.max() > POSITION_TOLERANCE_MM * 10:
+        extent = along[-1] - along[0]
+        angle = np.degrees(np.arctan2(drift[-1], extent)) if extent else 0.0
+        tilt = files[0].header.get("GantryDetectorTilt", "?")
+        raise _geometry_error(
+            files,
+            f"slices are sheared (gantry tilt about {angle:.1f} degrees, GantryDetectorTilt {tilt}); "
+            "resample the series to an orthogonal grid before defacing",
+        )
+    step = 0.0
+    if len(files) > 1:
+        gaps = np.diff(along)
+        step = float(np.median(gaps))
+        bad = np.flatnonzero(np.abs(gaps - step) > max(POSITION_TOLERANCE_MM, 0.01 * step))
+        if bad.size:
+            k = int(bad[0])
+            missing = gaps[k] / step
+            if abs(missing - round(missing)) < 0.05 and round(missing) >= 2:
+                raise _geometry_error(
+                    files,
+                    f"{int(round(missing)) - 1} slice(s) missing between {files[k].path.name} "
+                    f"(at {along[k]:.2f} mm) and {files[k + 1].path.name} (at {along[k + 1]:.2f} mm)",
+                )
+            raise _geometry_error(
+                files,
+                f"non-uniform slice spacing: {gaps[k]:.3f} mm between {files[k].path.name} and "
+                f"{files[k + 1].path.name}, {step:.3f} mm elsewhere",
+            )
+    else:
+        step = float(files[0].header.get("SliceThickness", 1.0) or 1.0)
+    return files, orientation, positions[0], step
+
+
+def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """HU = stored * slope + intercept, as int16 when that is exact (nearly always), else float32.
+
+    int16 halves the memory of the largest array in the pipeline, and for int16
+    data with intercept 0 the stored array itself is used, without a copy.
+    """
+    if np.all(slope == 1.0) and np.all(intercept == intercept[0]) and float(intercept[0]).is_integer():
+        shift = int(intercept[0])
+        low, high = int(stored.min()) + shift, int(stored.max()) + shift
+        if -32768 <= low and high <= 32767 and int(stored.max()) <= 32767:
+            if stored.dtype == np.int16 and shift == 0:
+                return stored
+            hu = stored.astype(np.int16)
+            hu += np.int16(shift)
+            return hu
+    hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    hu += intercept[:, None, None].astype(np.float32)
+    return hu
+
+
+def load_ct(files: list[DicomFile]) -> CtSeries:
+    """Load a CT series: sort by geometry, decode pixels, apply the rescale."""
+    files, orientation, origin, step = slice_geometry(files)
+    datasets: list[Dataset] = []
+    stored: np.ndarray | None = None
+    for k, f in enumerate(files):
+        ds = f.header  # parsed by discover; the pixel data is read from the file here
+        try:
+            # pydicom.pixels.pixel_array keeps no decoded copy in the dataset (Dataset.pixel_array does):
+            # one CT-sized array in memory instead of three, and no stacking copy.
+            array = pixel_array(ds)
+        except Exception as exc:  # decoders raise many kinds; the file name is what matters
+            raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
+        if array.ndim != 2:
+            raise InputError(f"{f.path}: expected a single-frame CT image, got pixel array of shape {array.shape}")
+        if stored is None:
+            stored = np.empty((len(files), *array.shape), dtype=array.dtype)
+        elif array.dtype != stored.dtype:
+            raise InputError(f"{f.path}: stored type {array.dtype} differs from {files[0].path} ({stored.dtype})")
+        stored[k] = array
+        datasets.append(ds)
+    assert stored is not None
+    slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
+    intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
+    hu = _hounsfield(stored, slope, intercept)
+    spacing = datasets[0].PixelSpacing
+    affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
+    return CtSeries(files, datasets, stored, slope, intercept, Volume(hu, affine))

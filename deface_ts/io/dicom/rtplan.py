@@ -1,0 +1,36 @@
+"""RT Plan: read for its references and summary; the writer remaps its UIDs (it carries PHI too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from deface_ts.io.dicom.study import DicomFile
+from deface_ts.errors import InputError
+
+
+@dataclass
+class Plan:
+    file: DicomFile
+    dataset: Dataset
+
+    @property
+    def label(self) -> str:
+        return str(self.dataset.get("RTPlanLabel", ""))
+
+    @property
+    def beams(self) -> int:
+        return len(self.dataset.get("BeamSequence", self.dataset.get("IonBeamSequence", [])))
+
+    def summary(self) -> dict:
+        fractions = [int(g.get("NumberOfFractionsPlanned", 0) or 0) for g in self.dataset.get("FractionGroupSequence", [])]
+        return {"label": self.label, "beams": self.beams, "fractions": sum(fractions), "file": str(self.file.path)}
+
+
+def load_plan(file: DicomFile) -> Plan:
+    try:
+        return Plan(file, pydicom.dcmread(file.path))
+    except Exception as exc:
+        raise InputError(f"{file.path}: cannot read RTPLAN ({exc.__class__.__name__}: {exc})") from exc

@@ -1,0 +1,191 @@
+"""Write a derived DICOM-RT set: copies of the originals with only what changed replaced.
+
+Every object gets a new SOPInstanceUID and SeriesInstanceUID from one UidMap,
+and every reference to them (RTSTRUCT → CT, RTPLAN → RTSTRUCT, RTDOSE → RTPLAN,
+file meta) is remapped through the same map, so the set stays linked. Study and
+frame of reference are kept: geometry and study are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom import config
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from deface_ts import __version__
+from deface_ts.io.dicom.case import Case
+from deface_ts.io.dicom.rtstruct import recontour
+from deface_ts.io.dicom.uids import UidMap
+
+
+@dataclass
+class Changes:
+    """What differs between the loaded case and the case to write.
+
+    Attributes
+    ----------
+    ct_mask
+        Voxels (CT grid) whose HU value changes; None: CT unchanged.
+    ct_hu
+        New HU values: a full CT-grid array, or a scalar for all voxels of ``ct_mask``.
+    rois
+        ROI number → new mask on the CT grid (full array). ROIs not named keep their contours exactly.
+    dose_zero
+        One boolean mask per dose (dose grid) of voxels set to 0; None: dose unchanged.
+    defaced
+        Mark the CT as derived with recognisable features removed (PS3.15 E.3.1).
+    """
+
+    ct_mask: np.ndarray | None = None
+    ct_hu: np.ndarray | float | None = None
+    rois: dict[int, np.ndarray] = field(default_factory=dict)
+    dose_zero: list[np.ndarray | None] = field(default_factory=list)
+    defaced: bool = False
+
+
+@dataclass
+class Written:
+    folder: Path
+    ct_files: list[Path]
+    rtstruct: Path | None
+    rtplan: Path | None
+    doses: list[Path]
+    uids: dict[str, str]
+
+
+def _set(ds: Dataset, keyword: str, vr: str, value) -> None:
+    """Assign by replacing the element, never mutating one shared with the original dataset."""
+    tag = tag_for_keyword(keyword)
+    ds[tag] = DataElement(tag, vr, value)
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    _set(ds.file_meta, "MediaStorageSOPInstanceUID", "UI", ds.SOPInstanceUID)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _new_identity(ds: Dataset, uids: UidMap) -> Dataset:
+    uids.new(ds.SOPInstanceUID)
+    uids.new(ds.SeriesInstanceUID)
+    return uids.remap(ds)
+
+
+def _mark_defaced(ds: Dataset) -> None:
+    """Derived image with recognisable visual features cleaned (PS3.3 C.7.6.1, C.12.1; DCM 113102)."""
+    image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY", "AXIAL"]))
+    image_type[0] = "DERIVED"
+    if len(image_type) < 2:
+        image_type.append("SECONDARY")
+    _set(ds, "ImageType", "CS", image_type)
+    description = str(ds.get("SeriesDescription", "")).strip()
+    _set(ds, "SeriesDescription", "LO", (description + " defaced").strip()[:64])
+    _set(ds, "RecognizableVisualFeatures", "CS", "NO")
+    code = Dataset()
+    code.CodeValue = "113102"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Clean Recognizable Visual Features Option"
+    _set(ds, "DeidentificationMethodCodeSequence", "SQ", Sequence([code]))
+    _set(ds, "DeidentificationMethod", "LO", f"deface-ts {__version__}: face removed")
+
+
+def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap) -> list[Path]:
+    ct = case.ct
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    new_hu = changes.ct_hu
+    for k, original in enumerate(ct.datasets):
+        ds = _new_identity(original, uids)
+        transfer = original.file_meta.TransferSyntaxUID
+        if changes.ct_mask is not None and changes.ct_mask[k].any():
+            stored = ct.stored[k].copy()
+            hu = new_hu[k][changes.ct_mask[k]] if isinstance(new_hu, np.ndarray) else np.float64(new_hu)
+            stored[changes.ct_mask[k]] = ct.stored_from_hu(hu, k)
+            _set(ds, "PixelData", "OB" if stored.dtype.itemsize == 1 else "OW", stored.tobytes())
+            if transfer.is_compressed:
+                _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
+        elif transfer.is_compressed:
+            # The writer re-encodes nothing: a compressed input slice is written uncompressed, same values.
+            _set(ds, "PixelData", "OW", ct.stored[k].tobytes())
+            _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
+        if changes.defaced:
+            _mark_defaced(ds)
+        path = folder / f"CT_{k + 1:04d}.dcm"
+        _save(ds, path)
+        paths.append(path)
+    return paths
+
+
+def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap) -> Path:
+    structures = case.structures
+    assert structures is not None
+    ds = _new_identity(structures.dataset, uids)
+    if changes.rois:
+        sop_uids = [uids.get(d.SOPInstanceUID) for d in case.ct.datasets]
+        items = []
+        for original, roi in zip(ds.ROIContourSequence, _rois_in_contour_order(case)):
+            if roi is not None and roi.number in changes.rois:
+                item = recontour(roi, changes.rois[roi.number], case.ct.hu, sop_uids, original)
+                items.append(uids.remap(item))
+            else:
+                items.append(original)
+        _set(ds, "ROIContourSequence", "SQ", Sequence(items))
+    _save(ds, path)
+    return path
+
+
+def _rois_in_contour_order(case: Case):
+    by_number = {roi.number: roi for roi in case.structures.rois}  # type: ignore[union-attr]
+    for item in case.structures.dataset.ROIContourSequence:  # type: ignore[union-attr]
+        yield by_number.get(int(item.get("ReferencedROINumber", -1)))
+
+
+def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids: UidMap) -> Path:
+    dose = case.doses[index]
+    ds = _new_identity(dose.dataset, uids)
+    if zero is not None and zero.any():
+        stored = dose.stored.copy()
+        stored[zero] = 0
+        if dose.dataset.file_meta.TransferSyntaxUID.is_compressed:
+            _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
+        _set(ds, "PixelData", "OW", stored.reshape(dose.dataset.pixel_array.shape).tobytes())
+    _save(ds, path)
+    return path
+
+
+def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None = None) -> Written:
+    """Write the derived set into ``folder`` (which the caller made atomic).
+
+    Value validation is off while writing: every value is either copied from
+    the input (real headers carry malformed dates and the like, which must
+    pass through untouched rather than abort the case) or generated here.
+    """
+    with config.disable_value_validation():
+        return _write_case(case, changes, folder, uids or UidMap())
+
+
+def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap) -> Written:
+    # Reserve UIDs of every object first so cross-references resolve whatever the writing order.
+    for ds in case.ct.datasets:
+        uids.new(ds.SOPInstanceUID)
+    others = [o.dataset for o in filter(None, (case.structures, case.plan))] + [d.dataset for d in case.doses]
+    for ds in [case.ct.datasets[0], *others]:
+        uids.new(ds.SOPInstanceUID)
+        uids.new(ds.SeriesInstanceUID)
+    ct_files = write_ct(case, changes, folder, uids)
+    rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids) if case.structures else None
+    rtplan = None
+    if case.plan is not None:
+        rtplan = folder / "RTPLAN.dcm"
+        _save(_new_identity(case.plan.dataset, uids), rtplan)
+    doses = []
+    for n in range(len(case.doses)):
+        zero = changes.dose_zero[n] if n < len(changes.dose_zero) else None
+        doses.append(write_dose(case, n, zero, folder / f"RTDOSE_{n + 1}.dcm", uids))
+    return Written(folder, ct_files, rtstruct, rtplan, doses, dict(uids.mapping))

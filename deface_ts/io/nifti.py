@@ -1,0 +1,43 @@
+"""The NIfTI boundary: LPS (slice, row, column) volumes ↔ nibabel RAS images, converted here only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from deface_ts.geometry.volume import LPS_TO_RAS, Volume
+
+# (k, j, i) array axes become NIfTI's (i, j, k): permute the affine's index columns to match.
+_KJI_TO_IJK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+
+
+def to_nifti(volume: Volume, dtype=None) -> nib.Nifti1Image:
+    array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
+    affine = LPS_TO_RAS @ volume.affine @ _KJI_TO_IJK
+    # A C-ordered (k, j, i) array is a Fortran-ordered (i, j, k) one: NIfTI's own layout, so no copy.
+    image = nib.Nifti1Image(array.transpose(2, 1, 0), affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    return image
+
+
+def from_nifti(image: nib.spatialimages.SpatialImage, dtype=np.float32) -> Volume:
+    array = np.asanyarray(image.dataobj)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise ValueError(f"expected a 3-D image, got shape {array.shape}")
+    affine = LPS_TO_RAS @ image.affine @ _KJI_TO_IJK
+    return Volume(np.ascontiguousarray(array.transpose(2, 1, 0)).astype(dtype, copy=False), affine)
+
+
+def save(volume: Volume, path: Path, dtype=None) -> Path:
+    nib.save(to_nifti(volume, dtype), str(path))
+    return Path(path)
+
+
+def load(path: Path, dtype=np.float32) -> Volume:
+    return from_nifti(nib.load(str(path)), dtype)
