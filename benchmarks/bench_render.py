@@ -16,7 +16,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, phantom  # noqa: E402
 
-from deface_ts import faces, render  # noqa: E402
+from deface_ts.choices import VERIFY_ANGLES  # noqa: E402
+from deface_ts.vision import faces, render  # noqa: E402
 from deface_ts.io.dicom.ct import load_ct  # noqa: E402
 from deface_ts.io.dicom.study import discover, select  # noqa: E402
 
@@ -28,7 +29,7 @@ def one_case(ct, backend: str, detectors: list[str]) -> tuple[Stages, dict]:
     with stages.stage("strip immobilisation"):
         skin = render.strip_immobilisation(ct.array, ct.spacing)
     with stages.stage(f"render 6 views ({backend})"):
-        views = render.render_views(ct, render.DEFAULT_ANGLES, backend=backend, skin=skin)
+        views = render.render_views(ct, VERIFY_ANGLES, backend=backend, skin=skin)
     with stages.stage(f"detect ({', '.join(detectors)})"):
         found = {angle: faces.valid_detections(view, faces.detect(view.image, detectors))
                  for angle, view in views.items()}

@@ -12,10 +12,20 @@ import site
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from deface_ts.choices import (
+    PROTECTED_ROLES,
+    VERIFY_ANGLES,
+    Detector,
+    Method,
+    RegionKind,
+    RenderBackend,
+    Role,
+    VerifyMode,
+)
 from deface_ts.errors import ConfigError
 
 #: Where named configs (``--config public``) are found: the repository's configs/ folder (source checkout,
@@ -47,18 +57,20 @@ class EyesConfig:
 
 @dataclass
 class RegionConfig:
-    kind: str = "full"  # "full" (whole face) or "upper" (defaceRT's box)
+    kind: RegionKind = "full"  # "full" (whole face) or "upper" (defaceRT's box)
     plane_offset_mm: float = 0.0  # moves the cut plane posterior (+) or anterior (-) of the eyes' AP midpoint
     chin_search_mm: float = 160.0  # how far below the eyes the lower face may reach
     chin_margin_mm: float = 10.0  # extra removal below the detected chin
     keep_brain: bool = True  # above the eyes remove only tissue and bone in front of the cranial cavity
     bone_hu: float = 250.0  # threshold for the skull when keep_brain is on
     body_hu: float = -400.0  # skin threshold for the face profile
+    face_margin_mm: float = 5.0  # a face mask (method face/union) is grown by this much, then filled to the front
+    flatten_mm: float = 0.0  # > 0: each slice is also cut flat at the face mask's deepest point within this distance
 
 
 @dataclass
 class ProtectConfig:
-    roles: list[str] = field(default_factory=lambda: ["ptv", "ctv", "gtv"])
+    roles: list[Role] = field(default_factory=lambda: list(PROTECTED_ROLES))
     patterns: list[str] = field(default_factory=list)  # extra ROI name regexes, e.g. "^brain$"
     margin_mm: float = 3.0
 
@@ -84,8 +96,6 @@ class TotalSegConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     home: str | None = None  # TotalSegmentator home (weights, licence); None: $TOTALSEG_HOME_DIR or ~/.totalsegmentator
     crop: bool = True  # segment only the head (for face: its front), then paste back
-    face_margin_mm: float = 5.0  # the face mask is grown by this much, then filled to the front of the image
-    flatten_mm: float = 0.0  # > 0: each slice is also cut flat at the mask's deepest point within this distance
     keep_models: bool = True  # keep networks loaded between the cases of one process
 
 
@@ -93,14 +103,14 @@ class TotalSegConfig:
 class VerifyConfig:
     """Render the defaced skin and look for a face; a valid detection fails the case."""
 
-    mode: str = "enforce"  # enforce: a face found fails the case; report: record what is seen; off
-    backend: str = "auto"  # auto (VTK offscreen, else numpy ray caster) | vtk | numpy
-    detectors: list[str] = field(default_factory=list)  # empty: every packaged detector that runs here
+    mode: VerifyMode = "enforce"  # enforce: a face found fails the case; report: record what is seen; off
+    backend: RenderBackend = "auto"  # auto (VTK offscreen, else numpy ray caster) | vtk | numpy
+    detectors: list[Detector] = field(default_factory=list)  # empty: every packaged detector that runs here
     min_detectors: int = 2  # at least this many detectors must be available, or the case fails
     agreement: int = 2  # a face found by this many detectors at one place fails the case ...
     single_score: float = 0.95  # ... and so does one detection this confident on its own,
     consistent_views: int = 0  # ... or one detector finding a face in this many views (0: off)
-    angles: list[float] = field(default_factory=lambda: [0.0, 30.0, -30.0, 45.0, -45.0])
+    angles: list[float] = field(default_factory=lambda: list(VERIFY_ANGLES))
     pictures: bool = True  # QC pictures (renders before/after, slices, dose) in the output's qc/ folder
     skin_hu: float = -300.0  # iso-level of the rendered skin
     strip_opening_mm: float = 3.0  # opening radius that removes the immobilisation shell (sheets < 2x this)
@@ -109,7 +119,7 @@ class VerifyConfig:
 
 @dataclass
 class Config:
-    method: str = "auto"  # auto | eyes | face | union | render
+    method: Method = "auto"  # auto | eyes | face | union | render
     eyes: EyesConfig = field(default_factory=EyesConfig)
     region: RegionConfig = field(default_factory=RegionConfig)
     protect: ProtectConfig = field(default_factory=ProtectConfig)
@@ -123,14 +133,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
-    "method": ("eyes", "face", "union", "render", "auto"),
-    "verify.mode": ("enforce", "report", "off"),
-    "verify.backend": ("auto", "vtk", "numpy"),
-    "verify.detectors": ("mtcnn", "mediapipe", "dlib_hog", "haar"),
-    "region.kind": ("full", "upper"),
-    "protect.roles": ("body", "ptv", "ctv", "gtv", "oar", "other"),
-}
 
 
 def _build(cls, data: Any, where: str, source: str):
@@ -154,9 +156,9 @@ def _coerce(hint, value, name: str, source: str):
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: '{name}' must be a list, got {type(value).__name__}")
-        items = [_coerce(args[0], v, f"{name}[{n}]", source) for n, v in enumerate(value)]
-        _check_choice(name, items, source)
-        return items
+        return [_coerce(args[0], v, f"{name}[{n}]", source) for n, v in enumerate(value)]
+    if origin is Literal:
+        return _choice(args, value, name, source)
     if args and type(None) in args:  # Optional[...]
         if value is None:
             return None
@@ -165,16 +167,16 @@ def _coerce(hint, value, name: str, source: str):
         value = float(value)
     if hint in (bool, int, float, str) and (type(value) is not hint):
         raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} ({value!r})")
-    _check_choice(name, [value], source)
     return value
 
 
-def _check_choice(name: str, values: list, source: str) -> None:
-    key = re.sub(r"\[\d+\]$", "", name)
-    choices = _CHOICES.get(key)
-    for v in values:
-        if choices and isinstance(v, str) and v not in choices:
-            raise ConfigError(f"{source}: '{name}' is '{v}', expected one of {', '.join(choices)}")
+def _choice(choices: tuple[str, ...], value: Any, name: str, source: str) -> str:
+    """One of ``choices``; YAML 1.1 reads a bare off/no/false as False (and on/yes/true as True)."""
+    if isinstance(value, bool):
+        value = next((c for c in choices if c == ("on" if value else "off")), value)
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{source}: '{name}' is {value!r}, expected one of {', '.join(choices)}")
+    return value
 
 
 def load_config(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -1,45 +1,235 @@
-"""The deface pipeline, top to bottom: discover → load → segment → plan → apply → write → verify → report.
+"""The deface pipeline, top to bottom: load → locate → plan → apply → write → post-check → verify → report.
 
 Everything is written into a temporary folder and checked there; the output
 folder appears only when every check passed (fail closed on privacy): the
 post-check re-reads the written files, and the visual verification renders the
-written skin and runs face detectors on it.
+written skin and runs face detectors on it. A DICOM study and a NIfTI CT run the
+same stages; what differs between them (how they load, what they write) is in
+:class:`DicomInput` and :class:`NiftiInput`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from deface_ts import __version__
-from deface_ts.locate.totalseg import weights
-from deface_ts.io import nifti
-from deface_ts.removal.apply import apply_plan, fill_values
+from deface_ts.checks.verify import post_check, post_check_volume, visual_check
 from deface_ts.config import Config
+from deface_ts.errors import InputError
+from deface_ts.geometry.masks import body_from_hu
+from deface_ts.geometry.volume import Volume
+from deface_ts.io import nifti
 from deface_ts.io.dicom.case import Case, load_case
 from deface_ts.io.dicom.uids import UidMap
 from deface_ts.io.dicom.writer import write_case
-from deface_ts.errors import InputError, PrivacyError
 from deface_ts.io.output import atomic_output
-from deface_ts.removal.plan import RULES, RemovalPlan, body_from_hu, plan_removal
 from deface_ts.locate.base import FaceLocation, Locator
-from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
-from deface_ts.checks.verify import post_check, post_check_volume, visual_check
-from deface_ts.geometry.volume import Volume
+from deface_ts.locate.choose import make_locator
+from deface_ts.removal.apply import Applied, apply_plan, fill_values
+from deface_ts.removal.plan import RemovalPlan, plan_removal
+from deface_ts.report import Report, build_report, write_report
+
+
+def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
+           eyes_mask: Path | None = None, protect_masks: Sequence[Path] = ()) -> Report:
+    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report."""
+    timer = Timer()
+    with timer.stage("load"):
+        case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks)) if is_nifti(input)
+                           else DicomInput.load(Path(input), series_uid))
+    ct = case.ct
+    with timer.stage("segment"):
+        location = case.locator(config).locate(ct)
+    with timer.stage("plan"):
+        body = case.body(config)
+        plan = plan_removal(ct, body, location, case.protected(config), config)
+    with timer.stage("apply"):
+        case.apply(plan, body, config)
+    with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
+        with timer.stage("write"):
+            case.write(tmp, plan, config)
+        with timer.stage("post_check"):
+            written, check = case.check(tmp, plan, location, config)
+        with timer.stage("verify"):
+            visual, renders = verify_visually(ct, written, config, Path(output))
+        pictures = {}
+        if config.verify.pictures:
+            with timer.stage("qc_pictures"):
+                pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses(), renders)
+        report = build_report(ct, location, plan, config, timer.seconds, check)
+        report.update(case.describe(Path(output)))
+        report["verify"] = visual
+        if config.verify.pictures:
+            report["qc_pictures"] = pictures
+        write_report(tmp / "report.json", report)
+    return report
+
+
+class CaseInput(Protocol):
+    """What the stages need from one kind of input (a DICOM study or a NIfTI CT)."""
+
+    @property
+    def ct(self) -> Volume: ...
+
+    def locator(self, config: Config) -> Locator: ...
+    def body(self, config: Config) -> np.ndarray: ...
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]: ...
+    def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None: ...
+    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None: ...
+    def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
+              config: Config) -> tuple[Volume, dict[str, Any]]: ...
+    def doses(self) -> tuple[Volume | None, Volume | None]: ...
+    def describe(self, output: Path) -> Report: ...
+
+
+@dataclass
+class DicomInput:
+    """A DICOM-RT study: CT, and where present RTSTRUCT, RTPLAN, RTDOSE."""
+
+    case: Case
+    applied: Applied | None = None
+    written: Case | None = None
+    uids: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, folder: Path, series_uid: str | None) -> DicomInput:
+        return cls(load_case(folder, series_uid))
+
+    @property
+    def ct(self) -> Volume:
+        return self.case.ct.hu
+
+    def locator(self, config: Config) -> Locator:
+        return make_locator(config, structures=self.case.structures)
+
+    def body(self, config: Config) -> np.ndarray:
+        """The patient body: the RTSTRUCT's BODY/External ROI if there is one, else from HU."""
+        if self.case.structures is not None:
+            bodies = [r for r in self.case.structures.by_role("body") if r.volume_voxels]
+            if bodies:
+                return max(bodies, key=lambda r: r.volume_voxels).mask.full(self.ct.shape)
+        return body_from_hu(self.ct.array, config.region.body_hu)
+
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]:
+        """ROIs never to change: configured roles (PTV/CTV/GTV by default) and name patterns."""
+        if self.case.structures is None:
+            return []
+        out = []
+        for roi in self.case.structures.rois:
+            by_role = roi.role in config.protect.roles
+            by_name = any(re.search(p, roi.name, re.IGNORECASE) for p in config.protect.patterns)
+            if (by_role or by_name) and roi.volume_voxels:
+                out.append((roi.name, roi.mask.full(self.ct.shape)))
+        return out
+
+    def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
+        self.applied = apply_plan(self.case, plan, body, {name for name, _ in self.protected(config)}, config)
+
+    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None:
+        """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``."""
+        assert self.applied is not None, "apply before write"
+        with ThreadPoolExecutor(1) as pool:
+            # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
+            nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", self.ct.with_array(self.applied.hu), plan,
+                                     hu_dtype=self.ct.array.dtype) if config.output.nifti else None
+            written = write_case(self.case, self.applied.changes, folder / "dicom", UidMap(config.output.uid_salt))
+            if nifti_done is not None:
+                nifti_done.result()
+        self.uids = written.uids
+
+    def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
+              config: Config) -> tuple[Volume, dict[str, Any]]:
+        """Re-read the written set and check it (CT, references, dose)."""
+        self.written = load_case(folder / "dicom")
+        check = post_check(self.written, self.case, plan, location, config) if config.post_check else {"skipped": True}
+        return self.written.ct.hu, check
+
+    def doses(self) -> tuple[Volume | None, Volume | None]:
+        if self.case.doses and self.written is not None and self.written.doses:
+            return self.case.doses[0].gy, self.written.doses[0].gy
+        return None, None
+
+    def describe(self, output: Path) -> Report:
+        assert self.applied is not None, "apply before describe"
+        report = Report(rois=self.applied.rois, dose=self.applied.doses)
+        bodies = [r for r in self.applied.rois if r["role"] == "body"]
+        if bodies:
+            report["body_volume_cc"] = {"before": bodies[0]["volume_cc_before"], "after": bodies[0]["volume_cc_after"]}
+        report["input"] = {"folder": str(self.case.files.ct[0].path.parent),
+                           "ct_series_instance_uid": self.case.files.series_uid, "warnings": self.case.warnings}
+        report["output"] = {"folder": str(output), "uids": self.uids}
+        return report
+
+
+@dataclass
+class NiftiInput:
+    """A NIfTI CT: eyes from ``--eyes-mask``, protection from ``--protect-mask`` images; NIfTI out."""
+
+    path: Path
+    ct: Volume
+    eyes_mask: Path | None = None
+    eyes: np.ndarray | None = None
+    protect: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    hu: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, path: Path, eyes_mask: Path | None, protect_masks: list[Path]) -> NiftiInput:
+        ct = load_nifti(path, "CT")
+        eyes = load_nifti(eyes_mask, "eye mask", like=ct).array > 0 if eyes_mask is not None else None
+        protect = [(str(p), load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
+        return cls(path, ct, eyes_mask, eyes, protect)
+
+    def locator(self, config: Config) -> Locator:
+        return make_locator(config, eyes_mask=self.eyes, eyes_source=str(self.eyes_mask))
+
+    def body(self, config: Config) -> np.ndarray:
+        return body_from_hu(self.ct.array, config.region.body_hu)
+
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]:
+        return self.protect
+
+    def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
+        self.hu = self.ct.array.copy()
+        self.hu[plan.removed] = np.rint(fill_values(self.ct.array, plan.removed, body, config))
+
+    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None:
+        assert self.hu is not None, "apply before write"
+        integer = bool(np.all(np.mod(self.ct.array, 1) == 0))
+        write_nifti_outputs(folder, self.ct.with_array(self.hu), plan, hu_dtype=np.int16 if integer else np.float32)
+
+    def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
+              config: Config) -> tuple[Volume, dict[str, Any]]:
+        written = nifti.load(folder / "ct_defaced.nii.gz")
+        check = post_check_volume(written, self.ct, plan, location, config) if config.post_check else {"skipped": True}
+        return written, check
+
+    def doses(self) -> tuple[Volume | None, Volume | None]:
+        return None, None
+
+    def describe(self, output: Path) -> Report:
+        return Report(
+            input={"ct": str(self.path), "eyes_mask": str(self.eyes_mask) if self.eyes_mask else None,
+                   "protect_masks": [name for name, _ in self.protect]},
+            output={"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
+                    "protection_mask": "protection_mask.nii.gz"})
 
 
 class Timer:
+    """Seconds per named stage (report.json ``timings_s``)."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
@@ -47,58 +237,6 @@ class Timer:
 
 def is_nifti(path: Path) -> bool:
     return Path(path).name.lower().endswith((".nii", ".nii.gz"))
-
-
-def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
-           eyes_mask: Path | None = None, protect_masks: list[Path] = ()) -> dict:
-    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report."""
-    if is_nifti(input):
-        return deface_nifti(Path(input), Path(output), config, eyes_mask, list(protect_masks), overwrite)
-    timer = Timer()
-    with timer.stage("load"):
-        case = load_case(Path(input), series_uid)
-    ct = case.ct.hu
-    with timer.stage("segment"):
-        locator = make_locator(config, structures=case.structures)
-        location = locator.locate(ct)
-    with timer.stage("plan"):
-        body = body_mask(case, config)
-        protected = protected_rois(case, config)
-        plan = plan_removal(ct, body, location, protected, config)
-    with timer.stage("apply"):
-        applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
-    with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
-        with timer.stage("write"):
-            written = write_outputs(tmp, case, applied, plan, config)
-        with timer.stage("post_check"):
-            reread = load_case(tmp / "dicom")
-            check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
-        with timer.stage("verify"):
-            visual, renders = verify_visually(ct, reread.ct.hu, config, Path(output))
-        if config.verify.pictures:
-            with timer.stage("qc_pictures"):
-                doses = (case.doses[0].gy, reread.doses[0].gy) if case.doses and reread.doses else (None, None)
-                pictures = qc_pictures(tmp / "qc", ct, reread.ct.hu, plan, location, doses, renders)
-        report = build_report(case, location, plan, applied, config, timer, check)
-        report["verify"] = visual
-        if config.verify.pictures:
-            report["qc_pictures"] = pictures
-        report["output"] = {"folder": str(Path(output)), "uids": written.uids}
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    return report
-
-
-def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: Config):
-    """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``."""
-    ct = case.ct.hu
-    with ThreadPoolExecutor(1) as pool:
-        # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
-        nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", ct.with_array(applied.hu), plan,
-                                 hu_dtype=ct.array.dtype) if config.output.nifti else None
-        written = write_case(case, applied.changes, folder / "dicom", UidMap(config.output.uid_salt))
-        if nifti_done is not None:
-            nifti_done.result()
-    return written
 
 
 def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
@@ -111,7 +249,7 @@ def verify_visually(before: Volume, after: Volume, config: Config, output: Path)
 
 
 def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, location: FaceLocation,
-                doses: tuple, renders: tuple | None) -> dict[str, str]:
+                doses: tuple[Volume | None, Volume | None], renders: tuple | None) -> dict[str, str]:
     """QC PNGs (renders before/after, slices through the eyes, dose) in ``folder``; names relative to the case."""
     from deface_ts.reporting.qc import write_qc_pictures
 
@@ -125,200 +263,25 @@ def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, 
     return {name: f"{folder.name}/{file}" for name, file in written.items()}
 
 
-def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None = None,
-                 eyes_source: str = "") -> Locator:
-    """The locator the configured method names; ``auto`` picks the strongest one available.
-
-    Eye landmarks come, in this order, from ``eyes_mask`` (NIfTI input), the
-    RTSTRUCT's eye ROIs, or TotalSegmentator's head_glands_cavities.
-    """
-    from deface_ts.locate.totalseg import runtime
-
-    options = totalseg_options(config)
-    eye_locator: Locator | None = None
-    if eyes_mask is not None:
-        eye_locator = MaskEyeLocator(eyes_mask, eyes_source)
-    elif structures is not None and eye_rois(structures, config.eyes):
-        eye_locator = RoiEyeLocator(structures, config.eyes)
-    method = config.method
-    if method == "auto":
-        method = auto_method(options, eye_locator is not None)
-    if method == "eyes":
-        if eye_locator is not None:
-            return eye_locator
-        with runtime.using_home(options):
-            installed = "head_glands_cavities" in weights.available_tasks()
-        if installed:
-            return runtime.TotalSegEyeLocator(options)
-        if eyes_mask is None and structures is None:
-            raise PrivacyError("no eye landmarks: NIfTI input needs --eyes-mask, or TotalSegmentator's "
-                               "head_glands_cavities weights (deface-ts models status). Nothing was written.")
-        return RoiEyeLocator(structures, config.eyes)  # raises the error that names the ROIs seen
-    if method in ("face", "union"):
-        return runtime.TotalSegLocator(method, options, eye_locator)
-    if method == "render":
-        from deface_ts.locate.render import RenderLocator
-
-        return RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
-    raise InputError(f"unknown method {config.method!r}")
-
-
-def auto_method(options, has_eyes: bool) -> str:
-    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
-    from deface_ts.locate.totalseg import runtime
-
-    with runtime.using_home(options):
-        tasks = weights.available_tasks()
-    try:
-        return runtime.choose_method(tasks, has_eyes)
-    except InputError:
-        from deface_ts.vision import faces
-
-        if faces.available_detectors():
-            return "render"
-        raise PrivacyError("no way to locate the face: no eye ROI or eye mask, no TotalSegmentator weights "
-                           "(deface-ts models status) and no face detector installed. Nothing was written.") from None
-
-
-def totalseg_options(config: Config):
-    from deface_ts.locate.totalseg.runtime import TotalSegOptions
-
-    ts = config.totalseg
-    return TotalSegOptions(device=ts.device, threads=ts.threads, home=Path(ts.home) if ts.home else None,
-                           crop=ts.crop, face_margin_mm=ts.face_margin_mm, flatten_mm=ts.flatten_mm, body_hu=config.region.body_hu,
-                           keep_models=ts.keep_models)
-
-
-def body_mask(case: Case, config: Config) -> np.ndarray:
-    """The patient body: the RTSTRUCT's BODY/External ROI if there is one, else from HU."""
-    if case.structures is not None:
-        bodies = [r for r in case.structures.by_role("body") if r.volume_voxels]
-        if bodies:
-            return max(bodies, key=lambda r: r.volume_voxels).mask.full(case.ct.hu.shape)
-    return body_from_hu(case.ct.hu.array, config.region.body_hu)
-
-
-def protected_rois(case: Case, config: Config) -> list[tuple[str, np.ndarray]]:
-    """ROIs never to change: configured roles (PTV/CTV/GTV by default) and name patterns."""
-    if case.structures is None:
-        return []
-    out = []
-    for roi in case.structures.rois:
-        by_role = roi.role in config.protect.roles
-        by_name = any(re.search(p, roi.name, re.IGNORECASE) for p in config.protect.patterns)
-        if (by_role or by_name) and roi.volume_voxels:
-            out.append((roi.name, roi.mask.full(case.ct.hu.shape)))
-    return out
-
-
-def write_nifti_outputs(folder: Path, defaced: Volume, plan: RemovalPlan, hu_dtype=np.int16) -> None:
+def write_nifti_outputs(folder: Path, defaced: Volume, plan: RemovalPlan, hu_dtype: Any = np.int16) -> None:
+    """The defaced CT, the removal mask (rule labels) and the protection mask (ROI labels) as NIfTI."""
     folder.mkdir(parents=True, exist_ok=True)
     nifti.save(defaced, folder / "ct_defaced.nii.gz", dtype=hu_dtype)
-    removal = np.where(plan.protected, 0, plan.rule).astype(np.uint8)
+    removal = np.where(plan.protected, 0, plan.provenance).astype(np.uint8)
     nifti.save(defaced.with_array(removal), folder / "removal_mask.nii.gz")
     # Labels name the protecting ROI of each voxel (report: "protection_labels"); 0 is unprotected.
     protection = plan.protected_by if plan.protected_by is not None else plan.protected.astype(np.uint16)
     nifti.save(defaced.with_array(protection), folder / "protection_mask.nii.gz")
 
 
-def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, applied, config: Config, timer: Timer,
-                 check: dict, ct: Volume | None = None) -> dict:
-    ct = ct if ct is not None else case.ct.hu  # type: ignore[union-attr]
-    voxel_cc = float(np.prod(ct.spacing)) / 1000.0
-    removed = plan.removed
-    tissue = removed & (ct.array > config.region.body_hu)
-    rules = {RULES[n]: int(((plan.rule == n) & ~plan.protected).sum()) for n in np.unique(plan.rule) if n}
-    report = {
-        "deface_ts_version": __version__,
-        "method": location.method,
-        "region": config.region.kind,
-        "locator_notes": location.notes,
-        "landmarks": plan.landmarks.__dict__,
-        "removed": {
-            "voxels": int(removed.sum()),
-            "tissue_voxels": int(tissue.sum()),
-            "tissue_volume_cc": round(int(tissue.sum()) * voxel_cc, 3),
-            "by_rule_voxels": rules,
-            "kept_by_protection_voxels": plan.kept_by,
-            "protection_labels": {str(k): v for k, v in plan.protection_labels.items()},
-            "rule_labels": {str(k): v for k, v in RULES.items()},
-        },
-        "config": config.to_dict(),
-        "timings_s": timer.seconds,
-        "post_check": check,
-    }
-    if applied is not None and case is not None:
-        report["rois"] = applied.rois
-        report["dose"] = applied.doses
-        bodies = [r for r in applied.rois if r["role"] == "body"]
-        if bodies:
-            report["body_volume_cc"] = {"before": bodies[0]["volume_cc_before"], "after": bodies[0]["volume_cc_after"]}
-        report["input"] = {
-            "folder": str(case.files.ct[0].path.parent),
-            "ct_series_instance_uid": case.files.series_uid,
-            "warnings": case.warnings,
-        }
-        report["versions"] = _versions()
-    return report
-
-
-def _versions() -> dict:
-    import nibabel
-    import pydicom
-    import scipy
-    import skimage
-
-    return {"numpy": np.__version__, "pydicom": pydicom.__version__, "nibabel": nibabel.__version__,
-            "scipy": scipy.__version__, "scikit-image": skimage.__version__}
-
-
-def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | None, protect_masks: list[Path],
-                 overwrite: bool) -> dict:
-    """NIfTI in, NIfTI out: eyes from ``--eyes-mask``, protection from ``--protect-mask`` images."""
-    timer = Timer()
-    with timer.stage("load"):
-        ct = _load_nifti(input, "CT")
-        eyes = _load_nifti(eyes_mask, "eye mask", like=ct).array > 0 if eyes_mask is not None else None
-        protected = [(str(p), _load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
-    with timer.stage("segment"):
-        location = make_locator(config, eyes_mask=eyes, eyes_source=str(eyes_mask)).locate(ct)
-    with timer.stage("plan"):
-        body = body_from_hu(ct.array, config.region.body_hu)
-        plan = plan_removal(ct, body, location, protected, config)
-    with timer.stage("apply"):
-        hu = ct.array.copy()
-        hu[plan.removed] = np.rint(fill_values(ct.array, plan.removed, body, config))
-    with atomic_output(output, [input], overwrite) as tmp:
-        with timer.stage("write"):
-            integer = np.all(np.mod(ct.array, 1) == 0)
-            write_nifti_outputs(tmp, ct.with_array(hu), plan, hu_dtype=np.int16 if integer else np.float32)
-        with timer.stage("post_check"):
-            written = nifti.load(tmp / "ct_defaced.nii.gz")
-            check = post_check_volume(written, ct, plan, location, config) if config.post_check else {"skipped": True}
-        with timer.stage("verify"):
-            visual, renders = verify_visually(ct, written, config, output)
-        if config.verify.pictures:
-            with timer.stage("qc_pictures"):
-                pictures = qc_pictures(tmp / "qc", ct, written, plan, location, (None, None), renders)
-        report = build_report(None, location, plan, None, config, timer, check, ct=ct)
-        report["verify"] = visual
-        if config.verify.pictures:
-            report["qc_pictures"] = pictures
-        report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask) if eyes_mask else None, "protect_masks": [str(p) for p in protect_masks]}
-        report["output"] = {"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
-                            "protection_mask": "protection_mask.nii.gz"}
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
-    return report
-
-
-def _load_nifti(path: Path, what: str, like: Volume | None = None) -> Volume:
+def load_nifti(path: Path, what: str, like: Volume | None = None) -> Volume:
+    """A NIfTI image as a Volume; a missing or unreadable file, or one off the CT's grid, is an InputError."""
     try:
         volume = nifti.load(Path(path))
     except FileNotFoundError:
         raise InputError(f"{path}: {what} file not found") from None
     except Exception as exc:
         raise InputError(f"{path}: cannot read {what} as NIfTI ({exc.__class__.__name__}: {exc})") from None
-    if like is not None and (volume.shape != like.shape or not np.allclose(volume.affine, like.affine, atol=1e-3)):
+    if like is not None and not volume.same_grid(like):
         raise InputError(f"{path}: {what} is not on the CT's grid (shape {volume.shape} vs {like.shape} or affine differs)")
     return volume
-

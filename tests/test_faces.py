@@ -177,5 +177,12 @@ def test_unknown_detector_is_an_error():
         detect(np.zeros((32, 32), np.uint8), [])
 
 
-def test_verification_angles_are_rendered_by_default():
-    assert set(faces.VERIFY_ANGLES) <= set(render.DEFAULT_ANGLES)
+def test_verification_angles_have_one_source():
+    """The config's default angles, the renderer's default views and the detectors' views are the same."""
+    import inspect
+
+    from deface_ts import choices
+    from deface_ts.config import load_config
+
+    assert tuple(load_config().verify.angles) == choices.VERIFY_ANGLES == faces.VERIFY_ANGLES
+    assert inspect.signature(render.render_views).parameters["angles"].default == choices.VERIFY_ANGLES

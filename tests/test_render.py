@@ -18,8 +18,11 @@ from deface_ts.vision import render
 from deface_ts.io.dicom.ct import load_ct
 from deface_ts.io.dicom.study import discover, select
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
-from deface_ts.vision.render import BlankRenderError, Render, render_views, strip_immobilisation
-from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, AnatomicalView, Volume
+from deface_ts.choices import VERIFY_ANGLES
+from deface_ts.errors import BlankRenderError
+from deface_ts.vision.render import Render, render_views, strip_immobilisation
+from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume
+from deface_ts.geometry.view import AnatomicalView
 
 #: 1 mm pixels and 2 mm slices: fine enough for a face a detector recognises (the 2 mm/3 mm suite default is not).
 FACE_PHANTOM = dict(rows=256, columns=256, pixel_spacing=1.0, slices=120, slice_thickness=2.0)
@@ -124,7 +127,7 @@ def test_frontal_render_is_upright_and_back_projects_to_the_nose(face_ct, backen
 
 def test_vtk_and_numpy_backends_agree(face_ct):
     needs_backend("vtk")
-    angles = render.DEFAULT_ANGLES
+    angles = (*VERIFY_ANGLES, 90.0)  # and a profile, where the two renderers differ most
     by_vtk = render_views(face_ct, angles=angles, backend="vtk")
     by_numpy = render_views(face_ct, angles=angles, backend="numpy")
     for angle in angles:

@@ -20,13 +20,16 @@ import pytest
 from scipy import ndimage
 
 from deface_ts.locate.totalseg import weights
-from deface_ts.errors import DefaceError, InputError, PrivacyError
-from deface_ts.locate.totalseg.weights import LicenceError, MissingWeightsError, ModelError
+from deface_ts.errors import DefaceError, InputError, LicenceError, MissingWeightsError, ModelError, PrivacyError
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.locate.totalseg import runtime
 from deface_ts.locate.base import FaceLocation
 from deface_ts.locate.eyes import MaskEyeLocator
-from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method, face_region_from_mask
+from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method
+from deface_ts.removal.face_mask import face_region_from_mask
+from deface_ts.removal.plan import plan_removal
+from deface_ts.config import load_config
+from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import ANTERIOR, Volume
 
 SMALL = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0, noise_hu=0.0)
@@ -276,7 +279,7 @@ def test_import_weights_refuses_bad_archives(tmp_path, use_home):
         weights.import_weights(evil)
     incomplete = _fake_dataset(tmp_path / "src", "face")
     (incomplete / weights.TASKS["face"].model_folder / "plans.json").unlink()
-    with pytest.raises(ModelError, match="incomplete model for task 'face'"):
+    with pytest.raises(InputError, match="incomplete model for task 'face'"):
         weights.import_weights(incomplete)
     (tmp_path / "other").mkdir()
     with pytest.raises(InputError, match="holds none of the model folders"):
@@ -311,14 +314,11 @@ def test_union_locates_face_and_eyes_with_no_network(union_result, phantom_ct):
     assert attempts == []  # no name lookup, no connection, not even for usage statistics
     assert config["send_usage_stats"] is False and config["prediction_counter"] >= 1
     assert location.method == "union"
-    region = location.face_mask
+    region = face_region_from_mask(ct, location.face_mask, margin_mm=5.0)  # as the planner builds it
     # The nose tip is inside; the back of the head is not. The flat cut behind the face layer reaches into the
     # brain near the top of the head, and the planner's keep-brain rule must take all of it out again.
     nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))
     assert region[nose]
-    from deface_ts.config import load_config
-    from deface_ts.removal.plan import body_from_hu, plan_removal
-
     plan = plan_removal(ct, body_from_hu(ct.array, -400.0), location, [], load_config())
     assert plan.removed[nose] and (plan.removed & masks["brain"]).sum() < 0.002 * masks["brain"].sum()
     assert (region & masks["brain"]).sum() < 0.02 * masks["brain"].sum()  # the 5 mm margin behind the forehead
@@ -372,12 +372,15 @@ def test_face_mode_fails_when_the_mask_misses_the_eyes(tmp_path, use_home, phant
     write_rule_model(home / "nnunet" / "results", "face", rules=thin)
     ct, masks = phantom_ct
     eyes = MaskEyeLocator(masks["eye_left"] | masks["eye_right"], "truth")
-    options = TotalSegOptions(device="cpu", face_margin_mm=0.0, flatten_mm=0.0)  # the mask alone, as predicted
+    options = TotalSegOptions(device="cpu")
+    config = load_config(None, {"region.face_margin_mm": 0.0})  # the mask alone, as predicted
+    body = body_from_hu(ct.array, config.region.body_hu)
+    location = TotalSegLocator("face", options, eye_locator=eyes).locate(ct)
     with pytest.raises(PrivacyError, match="does not cover the front of the (left|right) eye.*--method union"):
-        TotalSegLocator("face", options, eye_locator=eyes).locate(ct)
+        plan_removal(ct, body, location, [], config)
     location = TotalSegLocator("union", options, eye_locator=eyes).locate(ct)
     assert isinstance(location, FaceLocation) and len(location.eyes) == 2
-    assert any("covered by the eye region" in n for n in location.notes)
+    assert any("covered by the eye region" in n for n in plan_removal(ct, body, location, [], config).notes)
 
 
 def test_empty_face_prediction_fails_the_case(tmp_path, use_home, phantom_ct):
@@ -416,7 +419,7 @@ def test_corrupt_checkpoint_is_a_model_error(tmp_path, use_home, phantom_ct):
     ct, _ = phantom_ct
     with pytest.raises(ModelError, match=r"task 'face' failed.*Dataset303_face_1559subj") as info:
         runtime.run_task(ct, "face", TotalSegOptions(device="cpu"), anterior_only=True)
-    assert isinstance(info.value, DefaceError)
+    assert isinstance(info.value, DefaceError) and info.value.exit_code == 7  # a model failure, not bad input
 
 
 def test_network_guard_sees_usage_statistics(tmp_path, use_home):
@@ -448,7 +451,6 @@ def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
 @pytest.mark.parametrize("method, flatten", [("union", 0.0), ("auto", 0.0), ("face", 20.0)])
 def test_deface_through_totalsegmentator_end_to_end(method, flatten, ts_home, use_home, phantom_cache, tmp_path):
     """The real TotalSegmentator path drives the whole pipeline: face gone, protected PTV intact, DICOM valid."""
-    from deface_ts.config import load_config
     from deface_ts.io.dicom.case import load_case
     from deface_ts.pipeline import deface
     from tests.checkers import dciodvfy_errors
@@ -458,7 +460,7 @@ def test_deface_through_totalsegmentator_end_to_end(method, flatten, ts_home, us
     study = phantom_cache(noise_hu=0.0)  # the rule networks threshold HU bands
     before = tree_digest(study.folder)
     config = load_config(None, {"method": method, "totalseg.device": "cpu", "totalseg.threads": 2,
-                                "totalseg.flatten_mm": flatten})
+                                "region.flatten_mm": flatten})
     with no_network() as attempts:
         report = deface(study.folder, tmp_path / "out", config)
     assert attempts == [] and tree_digest(study.folder) == before
@@ -479,7 +481,6 @@ def test_deface_through_totalsegmentator_end_to_end(method, flatten, ts_home, us
 
 def test_face_mask_that_keeps_the_relief_is_refused_by_verify(ts_home, use_home, phantom_cache, tmp_path):
     """The test face model is a 7.5 mm skin layer: filled to the front it leaves eye sockets and nose root."""
-    from deface_ts.config import load_config
     from deface_ts.pipeline import deface
 
     use_home(ts_home)
@@ -527,7 +528,6 @@ def test_models_cli_status_and_import(tmp_path, capsys):
 
 def test_eyes_from_totalsegmentator_when_the_rtstruct_has_none(ts_home, use_home, phantom_cache, tmp_path):
     """Method eyes on an RTSTRUCT without eye ROIs: head_glands_cavities gives the landmarks."""
-    from deface_ts.config import load_config
     from deface_ts.io.dicom.case import load_case
     from deface_ts.pipeline import deface
 

@@ -10,7 +10,7 @@ case passed every check, so its ``report.json`` is the done marker:
 * one failure never stops the others: it leaves ``OUTPUT_ROOT/c.failed.json``
   (error, exit code) and nothing else, and a later success removes it;
 * a task exits with the case's own exit code (3 input, 4 output, 5 config,
-  6 privacy), so ``sacct``/``scontrol`` show why a task failed.
+  6 privacy, 7 model), so ``sacct``/``scontrol`` show why a task failed.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deface_ts.config import Config
 from deface_ts.errors import DefaceError, InputError
+from deface_ts.report import read_report
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +205,14 @@ def write_summary(cases: list[BatchCase], output_root: Path) -> tuple[Path, Path
     output_root = Path(output_root)
     rows, renders = [], []
     for case in cases:
-        row = dict.fromkeys(SUMMARY_COLUMNS, "")
+        row: dict[str, object] = dict.fromkeys(SUMMARY_COLUMNS, "")
         row.update(case=case.name, input=str(case.input), state="pending")
         picture = None
         if is_done(output_root, case):
-            report = json.loads((output_root / case.name / "report.json").read_text())
-            row.update(state="done", exit_code=0, method=report.get("method", ""),
-                       removed_tissue_cc=report.get("removed", {}).get("tissue_volume_cc", ""),
-                       verify=report.get("verify", {}).get("status", ""),
-                       seconds=round(sum(report.get("timings_s", {}).values()), 1))
+            report = read_report(output_root / case.name / "report.json")
+            row.update(state="done", exit_code=0, method=report["method"],
+                       removed_tissue_cc=report["removed"]["tissue_volume_cc"],
+                       verify=report["verify"]["status"], seconds=round(sum(report["timings_s"].values()), 1))
             if report.get("qc_pictures", {}).get("renders"):
                 picture = f"{case.name}/{report['qc_pictures']['renders']}"
         elif failure_record(output_root, case).is_file():
@@ -267,18 +268,18 @@ def _replace(path: Path):
 
 def array_spec(indices: list[int], max_parallel: int | None = None) -> str:
     """Slurm --array value for task ids, consecutive ids as ranges: [0, 1, 2, 5] → '0-2,5'."""
-    parts: list[str] = []
+    parts: list[tuple[int, int]] = []
     for index in sorted(indices):
         if parts and parts[-1][1] == index - 1:
             parts[-1] = (parts[-1][0], index)
         else:
-            parts.append((index, index))  # type: ignore[arg-type]
-    spec = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)  # type: ignore[misc]
+            parts.append((index, index))
+    spec = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
     return f"{spec}%{max_parallel}" if max_parallel else spec
 
 
 def sbatch_script(manifest: Path, output_root: Path, indices: list[int], deface_args: list[str], *,
-                  max_parallel: int | None = None, sbatch_options: list[str] = ()) -> str:
+                  max_parallel: int | None = None, sbatch_options: Sequence[str] = ()) -> str:
     """A Slurm batch script whose array tasks run ``deface-ts batch`` on one case each."""
     logs = Path(output_root).resolve() / "slurm"
     command = [sys.executable, "-m", "deface_ts.apps.cli", "batch", str(Path(manifest).resolve()),
@@ -292,7 +293,7 @@ def sbatch_script(manifest: Path, output_root: Path, indices: list[int], deface_
 
 
 def submit(manifest: Path, output_root: Path, cases: list[BatchCase], config: Config, *,
-           max_parallel: int | None = None, sbatch_options: list[str] = (), sbatch: str = "sbatch") -> tuple[str, Path]:
+           max_parallel: int | None = None, sbatch_options: Sequence[str] = (), sbatch: str = "sbatch") -> tuple[str, Path]:
     """Submit the pending and failed cases as one Slurm array job; returns (job id, script path).
 
     The tasks read ``config`` from a file written here, one per submission: later edits of a config file, or

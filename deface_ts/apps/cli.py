@@ -7,9 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deface_ts import __version__
+from deface_ts import __version__, choices
 from deface_ts.errors import DefaceError
+
+if TYPE_CHECKING:
+    from deface_ts.report import Report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
     demo.add_argument("--matrix", type=int, default=256)
     demo.add_argument("--slices", type=int, default=120)
-    demo.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
+    demo.add_argument("--position", default="HFS", choices=choices.POSITIONS)
     _deface_options(demo, for_demo=True)
 
     models = sub.add_parser("models", help="TotalSegmentator weights: status, import, licence")
@@ -77,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
     phantom = sub.add_parser("phantom", help="write a synthetic head-and-neck DICOM-RT study")
     phantom.add_argument("output", type=Path)
-    phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP"])
+    phantom.add_argument("--position", default="HFS", choices=choices.POSITIONS)
     phantom.add_argument("--matrix", type=int, default=256)
     phantom.add_argument("--slices", type=int, default=120)
     phantom.add_argument("--pixel-spacing", type=float, default=1.0)
@@ -88,13 +92,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, overwrite: bool = True) -> None:
     parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
-    parser.add_argument("--method", choices=["auto", "eyes", "face", "union", "render"],
+    parser.add_argument("--method", choices=choices.METHODS,
                         help="face locator (default from the config: auto, the strongest available)")
-    parser.add_argument("--verify", choices=["enforce", "report", "off"],
+    parser.add_argument("--verify", choices=choices.VERIFY_MODES,
                         help="render the result and look for a face (default enforce: a face fails the case)")
     parser.add_argument("--device", help="TotalSegmentator device: auto, cpu, gpu or gpu:N")
     parser.add_argument("--threads", type=int, help="torch CPU threads for TotalSegmentator")
-    parser.add_argument("--region", choices=["full", "upper"], help="full face (default) or defaceRT's upper box")
+    parser.add_argument("--region", choices=choices.REGION_KINDS, help="full face (default) or defaceRT's upper box")
     parser.add_argument("--protect", action="append", default=[], metavar="REGEX",
                         help="also protect ROIs whose name matches (repeatable), e.g. '^brain$'")
     parser.add_argument("--protect-margin", type=float, metavar="MM", help="margin around protected ROIs")
@@ -134,7 +138,7 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
-def _print_report(report: dict) -> None:
+def _print_report(report: Report) -> None:
     removed = report["removed"]
     print(f"defaced: {report['output']['folder']}")
     print(f"  method {report['method']}, region {report['region']}; removed {removed['tissue_volume_cc']} cc of tissue")

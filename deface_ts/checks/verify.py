@@ -53,7 +53,7 @@ def post_check_volume(written: Volume, original: Volume, plan: RemovalPlan, loca
             index = tuple(np.clip(np.rint(written.lps_to_index(eye.centre_mm[None])[0]).astype(int), 0,
                                   np.array(written.shape) - 1))
             what = "centre"
-        if not plan.rule[index]:
+        if not plan.provenance[index]:
             raise PrivacyError(f"post-check: the {what} of eye landmark '{eye.source}' (centre "
                                f"{eye.centre_mm.round(1).tolist()} mm) is not inside the removal region")
     changed = int(np.count_nonzero((written.array != original.array) & ~removed))
@@ -69,7 +69,7 @@ def post_check(written: Case, case: Case, plan: RemovalPlan, location: FaceLocat
     result = post_check_volume(written.ct.hu, case.ct.hu, plan, location, config)
     if case.structures is not None and written.structures is None:
         raise PrivacyError(f"post-check: {folder}: the written RTSTRUCT does not reference the written CT")
-    if case.plan is not None and written.plan is None:
+    if case.rtplan is not None and written.rtplan is None:
         raise PrivacyError(f"post-check: {folder}: the written RTPLAN does not reference the written RTSTRUCT")
     if len(written.doses) != len(case.doses):
         raise PrivacyError(f"post-check: {folder}: {len(written.doses)} of {len(case.doses)} doses link to the set")

@@ -26,21 +26,6 @@ INFERIOR = -SUPERIOR
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def bounding_box(mask: np.ndarray, margin: int | np.ndarray = 0) -> tuple[slice, ...] | None:
-    """Index box of the true voxels of ``mask`` grown by ``margin`` (per axis allowed), clipped to the array.
-
-    None for an empty mask. Projections per axis: ``np.argwhere`` would list every true voxel (millions for a brain).
-    """
-    margins = np.broadcast_to(np.asarray(margin, dtype=int), (mask.ndim,))
-    box = []
-    for axis, (n, m) in enumerate(zip(mask.shape, margins)):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - int(m), 0), min(int(hits[-1]) + 1 + int(m), n)))
-    return tuple(box)
-
-
 def affine_from_dicom(
     position: np.ndarray, orientation: np.ndarray, spacing: tuple[float, float, float]
 ) -> np.ndarray:
@@ -93,7 +78,8 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.array.shape  # type: ignore[return-value]
+        k, j, i = self.array.shape
+        return k, j, i
 
     @property
     def spacing(self) -> np.ndarray:
@@ -142,53 +128,41 @@ class Volume:
         axis = int(np.argmax(np.abs(dots)))
         return axis, int(np.sign(dots[axis]))
 
+    @property
+    def voxel_cc(self) -> float:
+        """Volume of one voxel in cubic centimetres."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def same_grid(self, other: "Volume", atol_mm: float = 1e-3) -> bool:
+        """True when ``other`` has this shape and (within ``atol_mm``) this affine."""
+        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol_mm))
+
+    def crop(self, box: tuple[slice, ...]) -> "Volume":
+        """The sub-volume ``box`` (index slices, step 1) with its affine moved to the box's corner.
+
+        The result covers the same patient coordinates as those voxels of ``self``.
+        """
+        starts = [b.indices(n)[0] for b, n in zip(box, self.shape)]
+        affine = self.affine.copy()
+        affine[:3, 3] = self.index_to_lps(np.array([starts]))[0]
+        return Volume(np.ascontiguousarray(self.array[tuple(box)]), affine)
+
+    def paste(self, part: "Volume", fill: float | bool = 0) -> "Volume":
+        """``part`` (a crop of this grid) placed back on this grid; ``fill`` elsewhere.
+
+        Raises ValueError when ``part`` is not an integer shift of this grid inside it.
+        """
+        corner = self.lps_to_index(part.affine[None, :3, 3])[0]
+        start = np.rint(corner).astype(int)
+        if (not np.allclose(corner, start, atol=1e-3) or not np.allclose(part.affine[:3, :3], self.affine[:3, :3])
+                or (start < 0).any() or (start + part.shape > np.array(self.shape)).any()):
+            raise ValueError("Volume to paste is not a crop of this grid.")
+        out = np.full(self.shape, fill, dtype=part.array.dtype)
+        out[tuple(slice(s, s + n) for s, n in zip(start, part.shape))] = part.array
+        return Volume(out, self.affine.copy())
+
     def with_array(self, array: np.ndarray) -> "Volume":
         """Same grid, another array."""
         if array.shape != self.shape:
             raise ValueError(f"Array shape {array.shape} does not match grid {self.shape}.")
         return Volume(array, self.affine.copy())
-
-
-@dataclass(frozen=True)
-class AnatomicalView:
-    """Axis permutation and flips that show an axis-aligned array as (superior, anterior, left).
-
-    Planning in this view turns "anterior of a coronal plane, above an axial
-    plane" into array slicing. ``view`` and ``unview`` are numpy views, no copies.
-    """
-
-    axes: tuple[int, int, int]  # source array axis for view axes (S, A, L)
-    flips: tuple[bool, bool, bool]  # flip the view axis so indices increase in the S, A, L direction
-    coordinates: tuple[np.ndarray, np.ndarray, np.ndarray]  # mm along S, A and L of each view index
-
-    @classmethod
-    def of(cls, volume: Volume, tolerance_degrees: float = 1.0) -> "AnatomicalView":
-        unit = volume.affine[:3, :3] / volume.spacing
-        axes, flips, coordinates = [], [], []
-        for direction in (SUPERIOR, ANTERIOR, LEFT):
-            dots = unit.T @ direction
-            axis = int(np.argmax(np.abs(dots)))
-            if np.degrees(np.arccos(min(1.0, abs(dots[axis])))) > tolerance_degrees:
-                raise ValueError(
-                    "image axes are oblique to the patient axes (more than "
-                    f"{tolerance_degrees} degrees); resample to an axis-aligned grid first"
-                )
-            axes.append(axis)
-            flip = dots[axis] < 0
-            flips.append(bool(flip))
-            n = volume.shape[axis]
-            steps = np.arange(n)[::-1] if flip else np.arange(n)
-            index = np.zeros((n, 3))
-            index[:, axis] = steps
-            coordinates.append(volume.index_to_lps(index) @ direction)
-        if len(set(axes)) != 3:
-            raise ValueError("image axes do not map one-to-one onto the patient axes")
-        return cls(tuple(axes), tuple(flips), tuple(coordinates))  # type: ignore[arg-type]
-
-    def view(self, array: np.ndarray) -> np.ndarray:
-        out = np.transpose(array, self.axes)
-        return out[tuple(slice(None, None, -1) if f else slice(None) for f in self.flips)]
-
-    def unview(self, array: np.ndarray) -> np.ndarray:
-        flipped = array[tuple(slice(None, None, -1) if f else slice(None) for f in self.flips)]
-        return np.transpose(flipped, np.argsort(self.axes))

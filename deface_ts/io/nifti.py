@@ -40,4 +40,6 @@ def save(volume: Volume, path: Path, dtype=None) -> Path:
 
 
 def load(path: Path, dtype=np.float32) -> Volume:
-    return from_nifti(nib.load(str(path)), dtype)
+    image = nib.load(str(path))
+    assert isinstance(image, nib.spatialimages.SpatialImage), f"{path}: not a spatial image"
+    return from_nifti(image, dtype)

@@ -26,7 +26,11 @@ class Eye:
 
 @dataclass
 class FaceLocation:
-    """What a locator found. ``face_mask`` is optional (eye-landmark methods have none)."""
+    """What a locator found, nothing more: the planner builds every removal region from it.
+
+    ``face_mask`` is the face as segmented (bool, CT grid), not yet grown or filled;
+    eye-landmark methods have none.
+    """
 
     method: str
     eyes: list[Eye]

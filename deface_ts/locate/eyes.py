@@ -1,4 +1,4 @@
-"""Eye landmarks from RTSTRUCT eye ROIs (defaceRT's rule, seed 000) or from an eye mask image."""
+"""Eye landmarks from RTSTRUCT eye ROIs (the rule of defaceRT, O'Sullivan-Steben et al.) or from an eye mask image."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deface_ts.geometry.masks import BoxMask
 from deface_ts.geometry.volume import affine_from_dicom
 
 #: ImageOrientationPatient per patient position (row direction, column direction).
@@ -130,19 +131,6 @@ class PhantomStudy:
     roi_names: dict[str, str] = field(default_factory=dict)  # canonical key -> written ROI name
     chin: np.ndarray = field(default_factory=lambda: CHIN.copy())
     ct_sop_instance_uids: list[str] = field(default_factory=list)  # in slice (affine) order
-
-
-@dataclass
-class BoxMask:
-    """A mask stored only inside its bounding box of the CT grid."""
-
-    offset: tuple[int, int, int]
-    array: np.ndarray
-
-    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
-        out = np.zeros(shape, dtype=bool)
-        out[tuple(slice(o, o + n) for o, n in zip(self.offset, self.array.shape))] = self.array
-        return out
 
 
 class FullMasks(Mapping):
@@ -332,14 +320,14 @@ class _Canvas:
                 out[overlap[0]] = box.array[overlap[1]]
         return out
 
-    def paint(self, region: _Region | None, mask: np.ndarray, hu: float, key: str | None = None) -> None:
+    def paint(self, region: _Region | None, mask: np.ndarray | bool, hu: float, key: str | None = None) -> None:
         """Set ``hu`` where ``mask`` is inside the body (nothing is ever painted into outside air)."""
         if region is None:
             return
-        mask = np.broadcast_to(mask, region.shape) & self.lookup("body", region)
-        self.hu[region.index][mask] = hu
+        inside = np.broadcast_to(mask, region.shape) & self.lookup("body", region)
+        self.hu[region.index][inside] = hu
         if key is not None:
-            self.keep(key, region, mask)
+            self.keep(key, region, inside)
 
     def keep(self, key: str, region: _Region, mask: np.ndarray) -> None:
         """OR ``mask`` into ROI ``key``, growing its box as needed (ROIs may have separate parts)."""
@@ -350,7 +338,7 @@ class _Canvas:
         lo = np.minimum(old.offset, region.start)
         hi = np.maximum(np.add(old.offset, old.array.shape), np.add(region.start, region.shape))
         if np.any(lo != old.offset) or np.any(hi != np.add(old.offset, old.array.shape)):
-            grown = BoxMask(tuple(int(v) for v in lo), np.zeros(tuple(hi - lo), dtype=bool))
+            grown = BoxMask((int(lo[0]), int(lo[1]), int(lo[2])), np.zeros(tuple(hi - lo), dtype=bool))
             grown.array[_local(grown.offset, grown.array.shape, old.offset, old.array.shape)[0]] = old.array
             old = self.masks[key] = grown
         inner = _local(old.offset, old.array.shape, region.start, region.shape)

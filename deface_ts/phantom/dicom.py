@@ -16,7 +16,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from skimage.measure import approximate_polygon, find_contours
 
 from deface_ts.phantom.anatomy import (
@@ -26,12 +26,12 @@ from deface_ts.phantom.anatomy import (
     NOSE_TIP,
     ORIENTATIONS,
     ROIS,
-    BoxMask,
     PhantomOptions,
     PhantomStudy,
     evaluate_boxes,
     roi_name,
 )
+from deface_ts.geometry.masks import BoxMask
 from deface_ts.geometry.volume import Volume, affine_from_dicom
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -59,7 +59,7 @@ def _base(options: PhantomOptions, sop_class: str, sop_uid: str, modality: str, 
           study_uid: str, frame_uid: str | None = None) -> Dataset:
     """SOP Common, Patient, General Study, General Series, General Equipment (and Frame of Reference)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop_uid
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = UID(sop_class), UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
@@ -335,7 +335,7 @@ def _rtdose(options: PhantomOptions, ct: Volume, body: BoxMask, study_uid: str, 
     shape = tuple(int(np.ceil((hi[a] - lo[a]) / spacing)) + 1 for a in (2, 1, 0))
     # The first voxel sits at the corner the orientation starts from; frames ascend in z (first offset 0).
     start = np.array([lo[0] if row[0] > 0 else hi[0], lo[1] if col[1] > 0 else hi[1], lo[2]])
-    affine = affine_from_dicom(start, orientation, (spacing, spacing, spacing))
+    affine = affine_from_dicom(start, np.asarray(orientation, float), (spacing, spacing, spacing))
     if np.cross(row, col)[2] < 0:
         affine[:3, 0] *= -1
     grid = Volume(np.zeros(shape, np.float32), affine)

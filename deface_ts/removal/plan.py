@@ -4,7 +4,7 @@ The region is built in an anatomical view of the CT (superior, anterior, left
 array axes, from the affine), so the same patient lying HFS, HFP, FFS or FFP
 gets the same removal in patient space.
 
-Region ``upper`` is defaceRT's box (seed 000): anterior of the coronal plane
+Region ``upper`` is defaceRT's box (O'Sullivan-Steben, Galarneau, Kildea): anterior of the coronal plane
 through the eyes' antero-posterior midpoint, from the inferior-most eye boundary
 (minus a margin) to the top of the image, full width.
 
@@ -30,7 +30,10 @@ from scipy import ndimage
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.locate.base import FaceLocation
-from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume, bounding_box
+from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
+from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
+from deface_ts.geometry.view import AnatomicalView
+from deface_ts.geometry.masks import dilate_mm
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -53,7 +56,7 @@ class Landmarks:
 class RemovalPlan:
     """Voxels to remove and voxels kept, with provenance, on the CT grid."""
 
-    rule: np.ndarray  # uint8 label per voxel of the face region (0 outside); see RULES
+    provenance: np.ndarray  # uint8 label per voxel of the face region: the rule that put it there (RULES)
     protected: np.ndarray  # bool: never changed
     kept_by: dict[str, int]  # ROI name → region voxels it kept
     landmarks: Landmarks
@@ -63,24 +66,11 @@ class RemovalPlan:
     protection_labels: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.removed = (self.rule > 0) & ~self.protected
+        self.removed = (self.provenance > 0) & ~self.protected
 
     @property
     def region(self) -> np.ndarray:
-        return self.rule > 0
-
-
-def body_from_hu(hu: np.ndarray, threshold: float) -> np.ndarray:
-    """Patient body from HU: largest connected component above ``threshold``, holes filled per slice."""
-    body = hu > threshold
-    labels, count = ndimage.label(body)
-    if count > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        body = labels == int(np.argmax(sizes))
-    for k in range(body.shape[0]):
-        body[k] = ndimage.binary_fill_holes(body[k])
-    return body
+        return self.provenance > 0
 
 
 def _index_at_or_above(coordinates: np.ndarray, value: float) -> int:
@@ -111,8 +101,8 @@ def _chin_limit(body: np.ndarray, view: AnatomicalView, cut: int, s_eye: int, mi
 
 
 def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
-                eye_margin_mm: float) -> tuple[np.ndarray, Landmarks]:
-    """Rule-labelled face region on the CT grid from eye landmarks (and the locator's face mask, if any)."""
+                eye_margin_mm: float, mask_region: np.ndarray | None = None) -> tuple[np.ndarray, Landmarks]:
+    """Rule-labelled face region on the CT grid from eye landmarks (plus a face mask's region, if any)."""
     try:
         view = AnatomicalView.of(ct)
     except ValueError as exc:
@@ -141,9 +131,9 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         rule[lower:s_low_eye, cut:, :] = 3
         rule[s_low_eye : s_sup + 1, cut:, :] = 1
         rule[s_sup + 1 :, cut:, :] = 2
-    if location.face_mask is not None:  # method union: the face mask adds what the eye region misses
-        rule[(rule == 0) & view.view(location.face_mask)] = 5
-    if config.keep_brain and (config.kind != "upper" or location.face_mask is not None):
+    if mask_region is not None:  # method union: the face mask adds what the eye region misses
+        rule[(rule == 0) & view.view(mask_region)] = 5
+    if config.keep_brain and (config.kind != "upper" or mask_region is not None):
         # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
         # defaceRT's box (upper) stays exact: there only face-mask voxels are trimmed.
         slab = rule[s_low_eye:, cut:, :]
@@ -175,22 +165,6 @@ def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) 
     # Voxels the closing bridged over are kept when they border the cavity (thin brain between bone).
     bridged = sealed & ~bone & ndimage.binary_dilation(enclosed, iterations=2)
     return enclosed | bridged
-
-
-def dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
-    """``mask`` grown by an ellipsoid of ``margin_mm`` (voxel units from the CT spacing), inside its bounding box.
-
-    Returns ``mask`` itself when the margin is under one voxel or the mask is empty.
-    """
-    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
-    if not radius.any() or not mask.any():
-        return mask
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    box = bounding_box(mask, radius)
-    out = np.zeros(ct.shape, dtype=bool)
-    out[box] = ndimage.binary_dilation(mask[box], structure=element)
-    return out
 
 
 def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:
@@ -227,15 +201,15 @@ def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config:
     return np.ascontiguousarray(view.unview(r))
 
 
-def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig) -> tuple[np.ndarray, Landmarks]:
-    """Region of a face-mask locator (method ``face``): the mask as given (rule 5), minus the cranial cavity.
+def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
+                     mask_region: np.ndarray) -> tuple[np.ndarray, Landmarks]:
+    """Region of a face-mask locator (method ``face``): the mask's region (rule 5), minus the cranial cavity.
 
-    The locator already grew the mask and filled it to the front of the image; with
-    ``keep_brain`` what the skull encloses inside the mask's bounding box is kept,
-    as for the eye-landmark region.
+    With ``keep_brain`` what the skull encloses inside the region's bounding box is
+    kept, as for the eye-landmark region.
     """
-    rule = np.where(location.face_mask, 5, 0).astype(np.uint8)
-    idx = np.argwhere(location.face_mask)
+    rule = np.where(mask_region, 5, 0).astype(np.uint8)
+    idx = np.argwhere(mask_region)
     if idx.size == 0:
         raise PrivacyError("the face mask is empty; cannot locate the face")
     if config.keep_brain:
@@ -249,6 +223,27 @@ def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     return rule, landmarks
 
 
+def _face_mask_region(ct: Volume, location: FaceLocation, config: RegionConfig) -> tuple[np.ndarray | None, list[str]]:
+    """The region of the locator's face mask (None without one), and notes on how it was built.
+
+    Method ``face`` must cover the front of every eye it knows of, else the face
+    model missed part of the face and the case fails; ``union`` adds the eye region.
+    """
+    if location.face_mask is None:
+        return None, []
+    region = face_region_from_mask(ct, location.face_mask, config.face_margin_mm, config.flatten_mm)
+    notes = [f"face mask region: grown {config.face_margin_mm:g} mm, filled to the front"
+             + (f", cut flat per slice (window {config.flatten_mm:g} mm)" if config.flatten_mm else "")]
+    missed = uncovered_eyes(ct, region, location.eyes)
+    if missed:
+        where = ", ".join(f"{e.side} eye at {np.round(e.centre_mm, 1).tolist()} mm" for e in missed)
+        if location.method == "face":
+            raise PrivacyError(f"the face mask does not cover the front of the {where}; the face model missed "
+                               "part of the face. Use --method union. Nothing was written.")
+        notes.append(f"face mask misses the front of the {where}: covered by the eye region (union)")
+    return region, notes
+
+
 def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected: list[tuple[str, np.ndarray]],
                  config: Config) -> RemovalPlan:
     """Face region (rule-labelled) minus protected structures (with margin).
@@ -256,10 +251,11 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
     Eye landmarks give rules 1-4; a face mask adds rule 5 (method ``union``) or,
     for method ``face`` or a locator without eyes, is the whole region.
     """
-    if location.face_mask is not None and (location.method == "face" or not location.eyes):
-        rule, landmarks = mask_region(ct, body, location, config.region)
+    mask_region, notes = _face_mask_region(ct, location, config.region)
+    if mask_region is not None and (location.method == "face" or not location.eyes):
+        rule, landmarks = mask_only_region(ct, body, location, config.region, mask_region)
     else:
-        rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
+        rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm, mask_region)
     grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}
@@ -272,6 +268,6 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
         protected_by[first] = number
         labels[number] = name
         protected_any |= mask
-    plan = RemovalPlan(rule, protected_any, kept_by, landmarks)
+    plan = RemovalPlan(rule, protected_any, kept_by, landmarks, notes)
     plan.protected_by, plan.protection_labels = protected_by, labels
     return plan

@@ -1,17 +1,17 @@
 """Evaluate defacing over original/defaced pairs: privacy (can a face be found or recognised?) and utility.
 
-The measures are those of the seed papers, on renders of the skin surface:
+The measures are those of the published defacing studies, on renders of the skin surface:
 
-* face detection rate per detector and view, originals vs defaced (seed 001: 76.5 % of
-  intact renders had a detected face);
+* face detection rate per detector and view, originals vs defaced (the TotalSegmentator
+  face-mask study on stroke CT renders: 76.5 % of intact renders had a detected face);
 * the distance between dlib's 128-d face embeddings of each defaced scan and its own
   original (the defaced render is taken with the original's cameras and embedded in the
   original's face box: an attacker who knows where the face was);
 * for cohorts where a patient has two or more scans: same-vs-different-person ROC-AUC of
-  embedding distances, defaced scan against the originals of the other scans (seed 001),
+  embedding distances, defaced scan against the originals of the other scans (the same study),
   and the rank-1 re-identification rate of each defaced scan against the gallery of
-  originals (seed 000: 97 % before, 4 % after defacing);
-* utility (seeds 000 and 002): per ROI the preserved-voxel ratio, Dice and HD95 of the ROIs
+  originals (O'Sullivan-Steben et al., defaceRT: 97 % before, 4 % after defacing);
+* utility (defaceRT, and the evaluation of eight neuro defacers on head-and-neck CT): per ROI the preserved-voxel ratio, Dice and HD95 of the ROIs
   that changed; dose difference (max |Δ|, mean |Δ| in the body, max |Δ| where the CT did
   not change) and DVH points (D95, D2, Dmean) of the protected ROIs.
 
@@ -35,18 +35,18 @@ from scipy import ndimage
 from deface_ts.vision import faces
 from deface_ts.io import nifti
 from deface_ts.removal.apply import dose_voxels_in
+from deface_ts.choices import PROTECTED_ROLES
 from deface_ts.config import RegionConfig
+from deface_ts.report import Report, read_report
 from deface_ts.io.dicom.case import Case, load_case
 from deface_ts.errors import DefaceError, InputError
 from deface_ts.reporting.html import summary_html, write_csv
 from deface_ts.io.output import atomic_output
-from deface_ts.removal.plan import body_from_hu
+from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import Volume
 
 log = logging.getLogger(__name__)
 
-#: Roles protected by default (configs/hnc.yaml) when a pair has no report.json saying which ROIs were.
-PROTECTED_ROLES = ("ptv", "ctv", "gtv")
 #: Which detector's box to embed when several found the face (dlib's 5-point predictor suits dlib's boxes best).
 EMBED_BOX_ORDER = ("dlib_hog", "mtcnn", "mediapipe", "haar")
 
@@ -72,9 +72,9 @@ class Pair:
     def defaced_dicom(self) -> Path:
         return self.defaced / "dicom" if (self.defaced / "dicom").is_dir() else self.defaced
 
-    def report(self) -> dict | None:
+    def report(self) -> Report | None:
         path = self.defaced / "report.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_report(path) if path.is_file() else None
 
 
 def read_pairs(csv_path: Path) -> list[Pair]:
@@ -225,7 +225,8 @@ def recognition(patients: list[str], originals: list[dict], defaced: list[dict])
     result = {}
     for kind, probes in (("original", originals), ("defaced", defaced)):
         dist = distances(probes)
-        same, diff = [], []
+        same: list[float] = []
+        diff: list[float] = []
         for i in range(n):
             for j in range(n):
                 if i != j and np.isfinite(dist[i, j]):
@@ -303,7 +304,8 @@ def dvh_points(gy: np.ndarray) -> dict[str, float | None]:
     return {"D95": float(np.percentile(gy, 5)), "D2": float(np.percentile(gy, 98)), "Dmean": float(gy.mean())}
 
 
-def protected_names(original: Case, report: dict | None) -> list[str]:
+def protected_names(original: Case, report: Report | None) -> list[str]:
+    """The ROIs the report says were protected; without a report, the roles protected by default."""
     if report and report.get("rois"):
         return [r["name"] for r in report["rois"] if r.get("status") == "protected"]
     return [r.name for r in original.structures.rois if r.role in PROTECTED_ROLES] if original.structures else []
@@ -323,7 +325,7 @@ def removal_mask(pair: Pair, ct: Volume, defaced_ct: Volume) -> tuple[np.ndarray
     return ct.array != defaced_ct.array, "changed CT voxels"
 
 
-def dose_changes(pair: Pair, original: Case, defaced: Case, report: dict | None) -> list[dict]:
+def dose_changes(pair: Pair, original: Case, defaced: Case, report: Report | None) -> list[dict]:
     """Per RTDOSE (in file order): |Δ dose| overall, in the body, outside the removal; DVH of protected ROIs.
 
     DVH points sample the dose trilinearly at the ROI's CT voxel centres, as planning systems do;
@@ -345,18 +347,20 @@ def dose_changes(pair: Pair, original: Case, defaced: Case, report: dict | None)
         delta = np.abs(g1.array.astype(np.float64) - g0.array)
         in_body = dose_voxels_in(g0, ct, body)
         kept = ~dose_voxels_in(g0, ct, removed)
+        dvh: list[dict] = []
         entry = {"dose": number, "max_gy": float(g0.array.max()), "max_abs_diff_gy": float(delta.max()),
                  "mean_abs_diff_body_gy": float(delta[in_body].mean()) if in_body.any() else None,
                  "max_abs_diff_outside_removal_gy": float(delta[kept].max()) if kept.any() else 0.0,
-                 "removal_from": removal_source, "voxels_changed": int((delta > 0).sum()), "dvh": []}
+                 "removal_from": removal_source, "voxels_changed": int((delta > 0).sum()), "dvh": dvh}
         for name in protected_names(original, report):
+            assert original.structures is not None  # protected names come from its ROIs
             m0 = original.structures.get(name).mask.full(shape)
             m1 = after_rois[name].mask.full(shape) if name in after_rois else np.zeros(shape, bool)
             before, after = dvh_points(dose_at(g0, ct, m0)), dvh_points(dose_at(g1, ct, m1))
-            diff = {k: (after[k] - before[k]) if before[k] is not None and after[k] is not None else None
-                    for k in before}
+            diff = {k: (a - b) if b is not None and a is not None else None
+                    for k, b, a in ((k, before[k], after[k]) for k in before)}
             inside = dose_voxels_in(g0, ct, m0)
-            entry["dvh"].append({"roi": name, "before": before, "after": after, "difference": diff,
+            dvh.append({"roi": name, "before": before, "after": after, "difference": diff,
                                  "max_abs_voxel_diff_gy": float(delta[inside].max()) if inside.any() else None})
         out.append(entry)
     return out

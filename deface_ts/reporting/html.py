@@ -132,8 +132,8 @@ def privacy_section(cohort: dict, cases: list[dict]) -> str:
                      "detection rate in any view")]
     rows = [[f"{kind}: {n}", *(rates[kind][n][v] for v in views)] for kind in ("original", "defaced") for n in names]
     out.append(table(["detector", *views], rows))
-    distances = [c.get("embedding_distance_to_own_original") for c in cases]
-    distances = [d for d in distances if d is not None]
+    distances = [float(c["embedding_distance_to_own_original"]) for c in cases
+                 if c.get("embedding_distance_to_own_original") is not None]
     if distances:
         out.append("<p class='note'>dlib 128-d embeddings, defaced render (original's cameras) embedded in the "
                    "original's face box; the dashed line is dlib's same-person threshold 0.6.</p>")

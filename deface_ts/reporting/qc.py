@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deface_ts.geometry.volume import LEFT, SUPERIOR, AnatomicalView, Volume
+from deface_ts.geometry.volume import LEFT, SUPERIOR, Volume
+from deface_ts.geometry.view import AnatomicalView
 
 #: Head-and-neck soft-tissue window (HU): level, width.
 CT_WINDOW = (40.0, 400.0)

@@ -24,17 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from deface_ts import choices
 from deface_ts.vision.render import Render
 
 log = logging.getLogger(__name__)
 
-#: Every detector this module knows, in order of preference.
-DETECTORS = ("mtcnn", "mediapipe", "dlib_hog", "haar")
-#: What a post-defacing check should run: the learned detectors and HOG. Haar is a baseline only: it fires on
-#: flat cut planes and on whole heads seen in profile.
-VERIFY_DETECTORS = ("mtcnn", "mediapipe", "dlib_hog")
-#: Views for the check (DESIGN §4): frontal-face detectors say nothing about a 90° profile.
-VERIFY_ANGLES = (0.0, 30.0, -30.0, 45.0, -45.0)
+# Every detector this module knows, in order of preference, what a post-defacing check runs (haar is a
+# baseline only: it fires on flat cut planes and on whole heads seen in profile) and its views (frontal-face
+# detectors say nothing about a 90° profile): one source, deface_ts.choices.
+DETECTORS, VERIFY_DETECTORS, VERIFY_ANGLES = choices.DETECTORS, choices.VERIFY_DETECTORS, choices.VERIFY_ANGLES
 
 
 @dataclass
@@ -142,7 +140,7 @@ def _detect_dlib_hog(image: np.ndarray) -> list[Detection]:
 def _haar():
     import cv2
 
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
         raise RuntimeError(f"cannot load the Haar cascade {path}")
@@ -223,12 +221,15 @@ def _anatomical(eye_a, eye_b, nose, mouth) -> dict[str, tuple[float, float]]:
     In every render the camera faces the patient, so the patient's right is on
     the image's left (smaller x) whatever the detector calls its points.
     """
+    def xy(p) -> tuple[float, float]:
+        return float(p[0]), float(p[1])
+
     eyes = sorted([eye_a, eye_b], key=lambda p: p[0])
-    marks = {"eye_right": tuple(eyes[0]), "eye_left": tuple(eyes[1]), "nose": tuple(nose)}
+    marks = {"eye_right": xy(eyes[0]), "eye_left": xy(eyes[1]), "nose": xy(nose)}
     if mouth is not None:
         corners = sorted(mouth, key=lambda p: p[0])
-        marks.update(mouth_right=tuple(corners[0]), mouth_left=tuple(corners[1]))
-    return marks  # type: ignore[return-value]
+        marks.update(mouth_right=xy(corners[0]), mouth_left=xy(corners[1]))
+    return marks
 
 
 def _face_models_file(name: str) -> Path | None:
@@ -375,11 +376,10 @@ def _relief_mm(depth: np.ndarray, pixel_mm: float) -> float:
 def agreeing(detections: list[Detection], min_detectors: int = 2, min_iou: float = 0.3) -> list[list[Detection]]:
     """Groups of overlapping boxes found by at least ``min_detectors`` different detectors.
 
-    One detector alone fires on a cut plane now and then (mediapipe at 0.53 on a
-    plane with a sinus hole and an ear); on the phantom's intact face two or more
-    agree in every view from -45° to +45°. Whether one detector suffices to fail
-    a case is the caller's choice: agreement lowers false alarms, a single
-    detection is the stricter privacy test.
+    One detector alone fires on a cut plane now and then, while on an intact face
+    two or more agree (docs/calibration.md, "Detector agreement"). Whether one
+    detector suffices to fail a case is the caller's choice: agreement lowers false
+    alarms, a single detection is the stricter privacy test.
     """
     pending = sorted(detections, key=lambda d: -d.score)
     groups = []

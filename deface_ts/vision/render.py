@@ -24,25 +24,18 @@ from functools import cache
 import numpy as np
 from scipy import ndimage
 
-from deface_ts.errors import PrivacyError
-from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume, bounding_box
+from deface_ts.choices import VERIFY_ANGLES
+from deface_ts.errors import BlankRenderError
+from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume
+from deface_ts.geometry.masks import bounding_box, largest_component
 
 log = logging.getLogger(__name__)
 
-#: The views the verification renders (degrees about the superior axis, + towards the patient's left).
-DEFAULT_ANGLES = (0.0, 30.0, -30.0, 45.0, -45.0, 90.0)
-#: Skin tone (RGB) of the rendered surface: detectors trained on photographs expect one.
+# Skin tone, background and margin were measured on the phantom: docs/calibration.md, "Renders".
 SKIN_RGB = np.array([224.0, 186.0, 160.0])
-#: Mid-grey background and a wide margin around the head: on the phantom, all four detectors found the face
-#: in more views this way than on black or white or with the head filling the image (most photographs
-#: show a face with some context around it).
 BACKGROUND_RGB = np.array([128.0, 128.0, 128.0])
 PAD_MM = 60.0
 AIR_HU = -1000.0
-
-
-class BlankRenderError(PrivacyError):
-    """A render shows no surface (or a uniform image): nothing could be verified, so fail closed."""
 
 
 @dataclass
@@ -86,7 +79,7 @@ class Render:
     @property
     def points(self) -> np.ndarray:
         """(H, W, 3) LPS point (mm) shown by each pixel; NaN on the background."""
-        rows, cols = np.indices(self.depth.shape, dtype=np.float64)
+        rows, cols = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in self.depth.shape), indexing="ij")
         return (self.origin + cols[..., None] * self.pixel_mm * self.right
                 + rows[..., None] * self.pixel_mm * self.down + self.depth[..., None] * self.ray)
 
@@ -156,7 +149,7 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
     eroded = ndimage.distance_transform_edt(coarse, sampling=coarse_spacing) > opening_mm
     if not eroded.any():
         raise BlankRenderError(f"no part of the patient is thicker than {2 * opening_mm} mm above {threshold_hu} HU")
-    patient = _largest_component(eroded)
+    patient = largest_component(eroded)
     reach = ndimage.distance_transform_edt(~patient, sampling=coarse_spacing) <= opening_mm + margin_mm
     keep = _pad_to(reach.repeat(factors[0], 0).repeat(factors[1], 1).repeat(factors[2], 2), crop.shape)
     out = np.zeros_like(above)
@@ -177,13 +170,6 @@ def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return labels > 0
-    return labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-
-
 def skin_field(ct: Volume, skin: np.ndarray, threshold_hu: float = -300.0, smooth_mm: float = 1.0) -> Volume:
     """HU cropped to the skin's bounding box, air outside the skin mask, lightly smoothed.
 
@@ -196,12 +182,11 @@ def skin_field(ct: Volume, skin: np.ndarray, threshold_hu: float = -300.0, smoot
     if not skin.any():
         raise BlankRenderError(f"the CT has no skin surface above {threshold_hu} HU to render")
     box = bounding_box(skin, margin=3)
+    assert box is not None  # skin.any() above
     field = np.where(skin[box], np.clip(ct.array[box], AIR_HU, 200.0), AIR_HU).astype(np.float32)
     if smooth_mm > 0:
         field = ndimage.gaussian_filter(field, smooth_mm / ct.spacing, mode="nearest")
-    affine = ct.affine.copy()
-    affine[:3, 3] = ct.index_to_lps(np.array([[b.start for b in box]]))[0]
-    return Volume(field, affine)
+    return ct.crop(box).with_array(field)
 
 
 # ------------------------------------------------------------------------------------------- cameras
@@ -476,7 +461,7 @@ def _render_vtk(field: Volume, cameras: list[Camera], threshold_hu: float) -> li
 
 
 # ------------------------------------------------------------------------------------------- entry point
-def render_views(ct: Volume, angles: tuple[float, ...] = DEFAULT_ANGLES, *, backend: str = "auto",
+def render_views(ct: Volume, angles: tuple[float, ...] = VERIFY_ANGLES, *, backend: str = "auto",
                  pixel_mm: float = 1.0, threshold_hu: float = -300.0, strip: bool = True,
                  skin: np.ndarray | None = None, frame: dict[float, Render] | None = None,
                  opening_mm: float = 3.0, margin_mm: float = 2.0) -> dict[float, Render]:

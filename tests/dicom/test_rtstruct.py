@@ -7,7 +7,8 @@ import pydicom
 import pytest
 
 from deface_ts.io.dicom.case import load_case
-from deface_ts.io.dicom.rtstruct import RoiMask, changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
+from deface_ts.geometry.masks import BoxMask
+from deface_ts.io.dicom.rtstruct import changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
 from tests.checkers import dice, plastimatch_convert, requires_plastimatch, resample_nearest
 from deface_ts.io import nifti
 
@@ -113,14 +114,14 @@ def test_contours_outside_the_ct_are_named_in_a_warning(phantom, tmp_path):
 def test_changed_slices_inside_and_outside_the_old_box():
     full = np.zeros((12, 20, 20), dtype=bool)
     full[3:8, 5:10, 5:10] = True
-    old = RoiMask.from_full(full)
+    old = BoxMask.from_full(full)
     assert changed_slices(old, full) == []
     new = full.copy()
     new[4, 6, 6] = False  # inside the box
     new[10, 0, 0] = True  # a slice outside the box
     new[5, 19, 19] = True  # a slice inside the box's range, a voxel outside it
     assert changed_slices(old, new) == [4, 5, 10]
-    empty = RoiMask.from_full(np.zeros_like(full))
+    empty = BoxMask.from_full(np.zeros_like(full))
     assert changed_slices(empty, full) == [3, 4, 5, 6, 7]
 
 

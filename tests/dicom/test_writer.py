@@ -54,8 +54,8 @@ def test_new_uids_and_every_reference_resolves(identity):
         for contour in item.get("ContourSequence", []):
             for image in contour.get("ContourImageSequence", []):
                 assert image.ReferencedSOPInstanceUID in new_sops
-    assert again.plan.dataset.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
-    assert again.doses[0].dataset.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == again.plan.dataset.SOPInstanceUID
+    assert again.rtplan.dataset.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
+    assert again.doses[0].dataset.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == again.rtplan.dataset.SOPInstanceUID
     assert not again.files.warnings
     # no old SOP Instance UID survives anywhere in the new RT objects
     for path in [written.rtstruct, written.rtplan, *written.doses]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deface_ts.io.dicom.ct import CtSeries, load_ct
 from deface_ts.io.dicom.rtdose import Dose, load_dose
-from deface_ts.io.dicom.rtplan import Plan, load_plan
+from deface_ts.io.dicom.rtplan import RtPlan, load_plan
 from deface_ts.io.dicom.rtstruct import Structures, load_structures
 from deface_ts.io.dicom.study import StudyFiles, discover, select
 
@@ -22,7 +22,7 @@ class Case:
     files: StudyFiles
     ct: CtSeries
     structures: Structures | None = None
-    plan: Plan | None = None
+    rtplan: RtPlan | None = None  # the RT Plan object (not the removal plan)
     doses: list[Dose] = field(default_factory=list)
 
     @property
@@ -35,9 +35,9 @@ def load_case(root: Path, series_uid: str | None = None) -> Case:
     files = select(discover(Path(root)), series_uid)
     ct = load_ct(files.ct)
     structures = load_structures(files.rtstruct, ct.hu, files.frame_of_reference) if files.rtstruct else None
-    plan = load_plan(files.rtplan) if files.rtplan else None
+    rtplan = load_plan(files.rtplan) if files.rtplan else None
     doses = [load_dose(d) for d in files.rtdose]
-    case = Case(files, ct, structures, plan, doses)
+    case = Case(files, ct, structures, rtplan, doses)
     for warning in case.warnings:
         log.warning(warning)
     return case

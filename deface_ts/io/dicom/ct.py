@@ -148,9 +148,9 @@ def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) ->
             hu = stored.astype(np.int16)
             hu += np.int16(shift)
             return hu
-    hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
-    hu += intercept[:, None, None].astype(np.float32)
-    return hu
+    scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    scaled += intercept[:, None, None].astype(np.float32)
+    return scaled
 
 
 def load_ct(files: list[DicomFile]) -> CtSeries:

@@ -12,9 +12,15 @@ from deface_ts.errors import InputError
 
 
 @dataclass
-class Plan:
+class RtPlan:
+    """An RT Plan (photon or ion): kept whole for the writer; label, beams and fractions for the summary."""
+
     file: DicomFile
     dataset: Dataset
+
+    def summary(self) -> dict:
+        fractions = [int(g.get("NumberOfFractionsPlanned", 0) or 0) for g in self.dataset.get("FractionGroupSequence", [])]
+        return {"label": self.label, "beams": self.beams, "fractions": sum(fractions), "file": str(self.file.path)}
 
     @property
     def label(self) -> str:
@@ -24,13 +30,9 @@ class Plan:
     def beams(self) -> int:
         return len(self.dataset.get("BeamSequence", self.dataset.get("IonBeamSequence", [])))
 
-    def summary(self) -> dict:
-        fractions = [int(g.get("NumberOfFractionsPlanned", 0) or 0) for g in self.dataset.get("FractionGroupSequence", [])]
-        return {"label": self.label, "beams": self.beams, "fractions": sum(fractions), "file": str(self.file.path)}
 
-
-def load_plan(file: DicomFile) -> Plan:
+def load_plan(file: DicomFile) -> RtPlan:
     try:
-        return Plan(file, pydicom.dcmread(file.path))
+        return RtPlan(file, pydicom.dcmread(file.path))
     except Exception as exc:
         raise InputError(f"{file.path}: cannot read RTPLAN ({exc.__class__.__name__}: {exc})") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import cast
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,54 +23,29 @@ from skimage.measure import approximate_polygon, find_contours
 
 from deface_ts.io.dicom.study import DicomFile
 from deface_ts.io.dicom.uids import same_encoding
+from deface_ts.choices import Role
 from deface_ts.errors import InputError
-from deface_ts.geometry.volume import Volume, bounding_box
+from deface_ts.geometry.volume import Volume
+from deface_ts.geometry.masks import BoxMask, bounding_box
 
 ROLES = ("body", "ptv", "ctv", "gtv", "oar", "other")
 _BODY_NAMES = re.compile(r"^(body|external|outline|skin|patient|body[ _-]?contour|ext)$", re.IGNORECASE)
 _TARGET_NAMES = re.compile(r"^(ptv|ctv|gtv)", re.IGNORECASE)
 
 
-def roi_role(name: str, interpreted_type: str) -> str:
+def roi_role(name: str, interpreted_type: str) -> Role:
     """Role of an ROI from RTROIInterpretedType (PS3.3 C.8.8.8) and common naming habits."""
     kind = interpreted_type.strip().upper()
     if kind == "EXTERNAL" or _BODY_NAMES.match(name.strip()):
         return "body"
     if kind in ("PTV", "CTV", "GTV"):
-        return kind.lower()
+        return cast(Role, kind.lower())
     match = _TARGET_NAMES.match(name.strip())
     if match:
-        return match.group(1).lower()
+        return cast(Role, match.group(1).lower())
     if kind == "ORGAN":
         return "oar"
     return "other"
-
-
-@dataclass
-class RoiMask:
-    """A boolean mask stored as its bounding box on a larger grid (saves memory for ~25 ROIs)."""
-
-    offset: tuple[int, int, int]
-    array: np.ndarray
-
-    @property
-    def box(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.array.shape))  # type: ignore[return-value]
-
-    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
-        out = np.zeros(shape, dtype=bool)
-        out[self.box] = self.array
-        return out
-
-    @classmethod
-    def from_full(cls, mask: np.ndarray) -> "RoiMask":
-        box = bounding_box(mask)
-        if box is None:
-            return cls((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
-        return cls(tuple(b.start for b in box), mask[box].copy())  # type: ignore[arg-type]
-
-    def count(self) -> int:
-        return int(self.array.sum())
 
 
 @dataclass
@@ -79,9 +55,9 @@ class Roi:
     number: int
     name: str
     interpreted_type: str
-    role: str
+    role: Role
     contour: Dataset | None  # the ROIContourSequence item, None if the ROI has no contours
-    mask: RoiMask
+    mask: BoxMask
     contour_slices: list[int | None] = field(default_factory=list)  # CT slice of each ContourSequence item
 
     @property
@@ -176,13 +152,13 @@ def load_structures(file: DicomFile, ct: Volume, frame_of_reference: str) -> Str
     return Structures(file, ds, rois, warnings)
 
 
-def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | None], list[str]]:
+def rasterise(item: Dataset | None, ct: Volume) -> tuple[BoxMask, list[int | None], list[str]]:
     """Even-odd fill of an ROI's closed planar contours on the CT grid.
 
     Returns the mask, the CT slice of each contour item (None when it matches
     no slice), and warnings for contours that lie outside the CT.
     """
-    empty = RoiMask((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
+    empty = BoxMask((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
     if item is None or "ContourSequence" not in item:
         return empty, [], []
     n_slices, n_rows, n_cols = ct.shape
@@ -220,7 +196,7 @@ def rasterise(item: Dataset | None, ct: Volume) -> tuple[RoiMask, list[int | Non
     shape = tuple(h - l for l, h in zip(lo, hi))
     rings = [points - [lo[1], lo[2]] for _, points in polygons]
     box = fill_even_odd(rings, shape, [k - lo[0] for k in ks])
-    return RoiMask(lo, box), slices, problems
+    return BoxMask(lo, box), slices, problems
 
 
 def fill_even_odd(rings: list[np.ndarray], shape: tuple[int, ...], planes: list[int] | None = None) -> np.ndarray:
@@ -276,7 +252,7 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
     return polygons
 
 
-def _contour_data(points: np.ndarray, encoding: tuple[bool, bool]) -> RawDataElement:
+def _contour_data(points: np.ndarray, encoding: tuple[bool, bool] | tuple[None, None]) -> RawDataElement:
     """ContourData (DS, mm with 3 decimals) built as raw bytes.
 
     Going through pydicom's DS objects costs ~10 µs per coordinate, seconds for
@@ -304,7 +280,7 @@ def _new_contours(mask_slice: np.ndarray, k: int, ct: Volume, sop_uid: str, like
     return items
 
 
-def changed_slices(old: RoiMask, new_mask: np.ndarray) -> list[int]:
+def changed_slices(old: BoxMask, new_mask: np.ndarray) -> list[int]:
     """Slices where ``new_mask`` (full CT grid) differs from ``old``, compared inside old's box where possible."""
     box = old.box
     inside = new_mask[box]

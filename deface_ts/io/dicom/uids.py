@@ -40,7 +40,7 @@ def same_encoding(new: Dataset, like: Dataset) -> Dataset:
     Without it pydicom decodes and re-encodes every raw element of the item
     (seconds for an RTSTRUCT's ContourData).
     """
-    new.set_original_encoding(*like.original_encoding, like.original_character_set)
+    new.set_original_encoding(*like.original_encoding, like.original_character_set)  # type: ignore[call-arg]
     if hasattr(like, "_parent_encoding"):  # a sequence item inherits its parent's character set (pydicom 3)
         new._parent_encoding = like._parent_encoding
     return new
@@ -88,7 +88,7 @@ class UidMap:
             vr = raw.VR or _dictionary_vr(tag)
             if vr not in ("UI", "SQ"):
                 continue
-            if vr == "SQ" and raw.is_raw and isinstance(raw.value, bytes):
+            if vr == "SQ" and isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
                 out[tag] = self._remap_raw_sequence(ds, raw, charset)
                 continue
             element = ds[tag]

@@ -63,6 +63,7 @@ class Written:
 def _set(ds: Dataset, keyword: str, vr: str, value) -> None:
     """Assign by replacing the element, never mutating one shared with the original dataset."""
     tag = tag_for_keyword(keyword)
+    assert tag is not None, f"not a DICOM keyword: {keyword}"
     ds[tag] = DataElement(tag, vr, value)
 
 
@@ -174,16 +175,16 @@ def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap) -> Wri
     # Reserve UIDs of every object first so cross-references resolve whatever the writing order.
     for ds in case.ct.datasets:
         uids.new(ds.SOPInstanceUID)
-    others = [o.dataset for o in filter(None, (case.structures, case.plan))] + [d.dataset for d in case.doses]
+    others = [o.dataset for o in (case.structures, case.rtplan) if o is not None] + [d.dataset for d in case.doses]
     for ds in [case.ct.datasets[0], *others]:
         uids.new(ds.SOPInstanceUID)
         uids.new(ds.SeriesInstanceUID)
     ct_files = write_ct(case, changes, folder, uids)
     rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids) if case.structures else None
     rtplan = None
-    if case.plan is not None:
+    if case.rtplan is not None:
         rtplan = folder / "RTPLAN.dcm"
-        _save(_new_identity(case.plan.dataset, uids), rtplan)
+        _save(_new_identity(case.rtplan.dataset, uids), rtplan)
     doses = []
     for n in range(len(case.doses)):
         zero = changes.dose_zero[n] if n < len(changes.dose_zero) else None

@@ -29,21 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
+from deface_ts.choices import Method
 from deface_ts.locate.totalseg import weights
 from deface_ts.io import nifti
-from deface_ts.errors import DefaceError, InputError, PrivacyError
-from deface_ts.locate.totalseg.weights import ModelError
-from deface_ts.removal.plan import dilate_mm
-from deface_ts.locate.base import Eye, FaceLocation, Locator, anterior_pole
+from deface_ts.errors import DefaceError, InputError, ModelError, PrivacyError
+from deface_ts.geometry.masks import largest_component
+from deface_ts.locate.base import Eye, FaceLocation, Locator
 from deface_ts.locate.eyes import MaskEyeLocator
-from deface_ts.geometry.volume import AnatomicalView, Volume
+from deface_ts.geometry.view import AnatomicalView
+from deface_ts.geometry.volume import Volume
 
-#: Half the width of the face band whose deepest face-mask point sets each slice's flat cut (eyes at ±32 mm).
-FACE_HALF_WIDTH_MM = 40.0
-#: The flat cut lies at most this far behind the most anterior face-mask voxel of its slice.
-FLAT_MAX_DEPTH_MM = 35.0
 
 #: head_glands_cavities labels that belong to the eyeballs (eye_left, eye_right, eye_lens_left, eye_lens_right).
 EYE_LABELS = (1, 2, 3, 4)
@@ -71,15 +67,13 @@ class TotalSegOptions:
     face_depth_mm: float = 130.0  # how far behind the most anterior skin the face crop reaches
     head_length_mm: float = 260.0  # how far below the top of the head the crop reaches (vertex to under the chin)
     crop_margin_mm: float = 10.0  # context around the head for the network (nnU-Net pads beyond it anyway)
-    face_margin_mm: float = 5.0  # dilation of the face mask before the anterior fill
-    flatten_mm: float = 0.0  # cut each slice flat at the mask's deepest point within this distance (0: off)
     body_hu: float = -400.0
     keep_models: bool = True  # keep networks loaded between cases of one process
     timings: dict = field(default_factory=dict)  # seconds per task of the last calls (for the report)
 
 
 # ----------------------------------------------------------------------------------------------- choosing
-def choose_method(available_tasks: list[str] | set[str], has_eye_rois: bool) -> str:
+def choose_method(available_tasks: list[str] | set[str], has_eye_rois: bool) -> Method:
     """The strongest method the weights and ROIs allow: 'union', then 'face', then 'eyes'.
 
     ``available_tasks`` is :func:`deface_ts.locate.totalseg.weights.available_tasks` (weights complete, licence set).
@@ -127,20 +121,17 @@ def head_box(ct: Volume, options: TotalSegOptions, anterior_only: bool) -> tuple
     its width; the face box starts at the most anterior skin of that range.
     Directions come from the affine, so any patient position works.
     """
-    full = tuple(slice(0, n) for n in ct.shape)
+    full = (slice(0, ct.shape[0]), slice(0, ct.shape[1]), slice(0, ct.shape[2]))
     try:
         view = AnatomicalView.of(ct)
     except ValueError:
         return full  # oblique grid: TotalSegmentator copes, only the crop is skipped
     step = [max(1, int(round(3.0 / ct.spacing[a]))) for a in view.axes]
     small = view.view(ct.array)[:: step[0], :: step[1], :: step[2]] > options.body_hu
-    labels, count = ndimage.label(small)
-    if count == 0:
+    body = largest_component(small)
+    if not body.any():
         raise PrivacyError("no patient body found in the CT (nothing above "
                            f"{options.body_hu:g} HU); cannot locate the face")
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    body = labels == int(np.argmax(sizes))
     mm = [ct.spacing[a] * s for a, s in zip(view.axes, step)]  # mm per small-grid step along S, A, L
     s_idx = np.flatnonzero(body.any(axis=(1, 2)))
     top = s_idx[-1]
@@ -161,14 +152,6 @@ def head_box(ct: Volume, options: TotalSegOptions, anterior_only: bool) -> tuple
         source, sl = _view_range_to_source(view, axis, lo_full, hi_full, n)
         box[source] = sl
     return tuple(box)  # type: ignore[return-value]
-
-
-def crop(ct: Volume, box: tuple[slice, slice, slice]) -> Volume:
-    """The sub-volume ``box`` with its own affine (same patient coordinates)."""
-    origin = ct.affine @ np.array([box[0].start, box[1].start, box[2].start, 1.0])
-    affine = ct.affine.copy()
-    affine[:3, 3] = origin[:3]
-    return Volume(np.ascontiguousarray(ct.array[box]), affine)
 
 
 # ----------------------------------------------------------------------------------------------- calling
@@ -321,7 +304,7 @@ def run_task(ct: Volume, task: str, options: TotalSegOptions, anterior_only: boo
         weights.require_licence(task)
         device = resolve_device(options.device)
         box = head_box(ct, options, anterior_only) if options.crop else tuple(slice(0, n) for n in ct.shape)
-        part = crop(ct, box)
+        part = ct.crop(box)
         image = nifti.to_nifti(part.with_array(part.array.astype(np.float32, copy=False)))
         start = time.perf_counter()
         with _session(options):
@@ -335,7 +318,13 @@ def run_task(ct: Volume, task: str, options: TotalSegOptions, anterior_only: boo
             except SystemExit as exc:  # TotalSegmentator exits on some input and licence problems
                 raise ModelError(f"TotalSegmentator task '{task}' stopped (exit {exc.code}); "
                                  f"model: {model_folder}") from None
+            except MemoryError:
+                raise ModelError(f"TotalSegmentator task '{task}' ran out of memory on {device}; use --device cpu, "
+                                 f"fewer --threads, or a machine with more memory. Model: {model_folder}") from None
             except Exception as exc:  # noqa: BLE001 - one case fails, the batch goes on
+                if "out of memory" in str(exc).lower():  # torch.cuda.OutOfMemoryError and CPU allocator errors
+                    raise ModelError(f"TotalSegmentator task '{task}' ran out of memory on {device} ({exc}); "
+                                     f"try --device cpu or fewer --threads. Model: {model_folder}") from exc
                 raise ModelError(f"TotalSegmentator task '{task}' failed ({type(exc).__name__}: {exc}); "
                                  f"model: {model_folder}") from exc
     options.timings[task] = round(time.perf_counter() - start, 3)
@@ -347,68 +336,6 @@ def run_task(ct: Volume, task: str, options: TotalSegOptions, anterior_only: boo
     return out
 
 
-# ----------------------------------------------------------------------------------------------- regions
-def face_region_from_mask(ct: Volume, face_mask: np.ndarray, margin_mm: float, flatten_mm: float = 0.0) -> np.ndarray:
-    """Removal region from a face mask: the mask grown by ``margin_mm``, plus everything in front of it.
-
-    "In front" is along the patient's anterior direction from the affine: each
-    line of voxels running anterior is filled from the mask's most posterior
-    voxel on it to the edge of the image, so no shell of skin survives in front
-    of a mask that lies under the surface, and whatever lies in front of the
-    face (air, immobilisation mask) goes too.
-    """
-    face_mask = np.asarray(face_mask, dtype=bool)
-    if face_mask.shape != ct.shape:
-        raise ValueError(f"face mask shape {face_mask.shape} does not match the CT {ct.shape}")
-    if not face_mask.any():
-        raise PrivacyError("the face mask is empty; cannot locate the face")
-    grown = dilate_mm(ct, face_mask, margin_mm)
-    try:
-        view = AnatomicalView.of(ct)
-    except ValueError as exc:
-        raise PrivacyError(f"cannot fill in front of the face mask: {exc}") from None
-    grown_view = view.view(grown)
-    filled = np.logical_or.accumulate(grown_view, axis=1)  # view axis 1 runs posterior → anterior
-    if flatten_mm > 0:
-        filled |= _flat_cut(grown_view, flatten_mm, view)
-    return np.ascontiguousarray(view.unview(filled))
-
-
-def _flat_cut(grown_view: np.ndarray, window_mm: float, view: AnatomicalView) -> np.ndarray:
-    """Per slice, everything anterior of the mask's most posterior voxel, across the full width.
-
-    Filling in front of a face mask keeps the mask's back surface, and a mask of
-    roughly constant thickness has the face's relief there: eye sockets, the nose
-    root and the lips show on the new skin and face detectors find them (seen on
-    the phantom with a 7.5 mm face layer: mtcnn 0.95). So each slice is cut flat at
-    the deepest point of the mask within ``window_mm`` above or below it, the way
-    the eye-landmark method cuts one plane.
-    """
-    s_count, a_count, _ = grown_view.shape
-    # Depth from the central band only (the face's width): at the top of the head a mask that wraps round the
-    # scalp would otherwise put the deepest point at the sides and the cut through the brain.
-    l_mm = view.coordinates[2]
-    columns = np.flatnonzero(grown_view.any(axis=(0, 1)))
-    centre = float(np.mean(l_mm[columns]))
-    band = np.abs(l_mm - centre) <= FACE_HALF_WIDTH_MM
-    central = grown_view[:, :, band]
-    present = central.any(axis=(1, 2))
-    along_a = central.any(axis=2)
-    deepest = np.where(present, np.argmax(along_a, axis=1), a_count)
-    front = np.where(present, a_count - 1 - np.argmax(along_a[:, ::-1], axis=1), 0)
-    step = abs(float(view.coordinates[0][1] - view.coordinates[0][0])) if s_count > 1 else 1.0
-    half = int(round(window_mm / step))
-    windowed = ndimage.minimum_filter1d(deepest, size=2 * half + 1, mode="nearest")
-    # Never deeper than FLAT_MAX_DEPTH_MM behind the slice's most anterior mask voxel (the nose is ~30 mm
-    # in front of the eyes): near the top of the head the window would otherwise reach the brain.
-    a_step = abs(float(view.coordinates[1][1] - view.coordinates[1][0])) if a_count > 1 else 1.0
-    windowed = np.maximum(windowed, front - int(np.ceil(FLAT_MAX_DEPTH_MM / a_step)))
-    flat = np.zeros(grown_view.shape, dtype=bool)
-    for k in np.flatnonzero(present):
-        flat[k, windowed[k]:, :] = True
-    return flat
-
-
 def eyes_from_labels(ct: Volume, labels: np.ndarray, source: str) -> list[Eye]:
     """Eyeballs (with lenses) from head_glands_cavities labels; sides from the affine, not the labels."""
     mask = np.isin(labels, EYE_LABELS)
@@ -416,11 +343,6 @@ def eyes_from_labels(ct: Volume, labels: np.ndarray, source: str) -> list[Eye]:
         raise PrivacyError(f"{source}: no eye found (empty eye labels); cannot locate the face. "
                            "Nothing was written.")
     return MaskEyeLocator(mask, source).locate(ct).eyes
-
-
-def uncovered_eyes(ct: Volume, region: np.ndarray, eyes: list[Eye]) -> list[Eye]:
-    """Eyes whose anterior pole lies outside ``region`` (the face mask must cover the front of each eye)."""
-    return [e for e in eyes if not region[anterior_pole(ct, e.mask)]]
 
 
 # ----------------------------------------------------------------------------------------------- locators
@@ -477,21 +399,8 @@ class TotalSegLocator:
         if not face.any():
             raise PrivacyError("TotalSegmentator 'face' found no face in this CT (empty mask); "
                                "cannot locate the face. Nothing was written.")
-        region = face_region_from_mask(ct, face, self.options.face_margin_mm, self.options.flatten_mm)
-        voxel_cc = float(np.prod(ct.spacing)) / 1000.0
-        notes = [f"face mask: TotalSegmentator face, {face.sum() * voxel_cc:.1f} cc, "
-                 f"region grown {self.options.face_margin_mm:g} mm, filled to the front"
-                 + (f", cut flat per slice (window {self.options.flatten_mm:g} mm)" if self.options.flatten_mm else "")]
+        notes = [f"face mask: TotalSegmentator face, {face.sum() * ct.voxel_cc:.1f} cc"]
         eyes, eye_note = self._eyes(ct)
-        if eye_note:
-            notes.append(eye_note)
-        else:
-            notes.append("no eye landmarks (head_glands_cavities not installed, no eye ROI): face mask not cross-checked")
-        missed = uncovered_eyes(ct, region, eyes)
-        if missed:
-            where = ", ".join(f"{e.side} eye at {np.round(e.centre_mm, 1).tolist()} mm" for e in missed)
-            if self.method == "face":
-                raise PrivacyError(f"the TotalSegmentator face mask does not cover the front of the {where}; "
-                                   "the face model missed part of the face. Use --method union. Nothing was written.")
-            notes.append(f"face mask misses the front of the {where}: covered by the eye region (union)")
-        return FaceLocation(self.name, eyes, face_mask=region, notes=notes)
+        notes.append(eye_note or "no eye landmarks (head_glands_cavities not installed, no eye ROI): "
+                     "face mask not cross-checked")
+        return FaceLocation(self.name, eyes, face_mask=face, notes=notes)

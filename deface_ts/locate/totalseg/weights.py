@@ -22,19 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from deface_ts.errors import InputError
-
-
-class MissingWeightsError(InputError):
-    """A TotalSegmentator task's weights are not on disk (deface-ts never downloads them)."""
-
-
-class LicenceError(InputError):
-    """A licensed TotalSegmentator task was requested but no licence number is configured."""
-
-
-class ModelError(InputError):
-    """The weights of a task exist but cannot be used (corrupt checkpoint, wrong layout)."""
+from deface_ts.errors import InputError, LicenceError, MissingWeightsError
 
 
 @dataclass(frozen=True)
@@ -291,7 +279,7 @@ def import_weights(path: Path | str, overwrite: bool = False) -> list[str]:
             model = folder / task.model_folder
             absent = [p for p in ("dataset.json", "plans.json", "fold_0/checkpoint_final.pth") if not (model / p).is_file()]
             if absent:
-                raise ModelError(f"{folder}: incomplete model for task '{task.name}', missing {model / absent[0]}")
+                raise InputError(f"{folder}: incomplete model for task '{task.name}', missing {model / absent[0]}")
             target = weights_dir() / task.folder
             if target.exists():
                 if not overwrite:
