@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, phantom  # noqa: E402
 
 from deface_ts.choices import VERIFY_ANGLES  # noqa: E402
-from deface_ts.vision import faces, render  # noqa: E402
+from deface_ts.vision import faces, render, vtk_render  # noqa: E402
+from deface_ts.vision.skin import strip_immobilisation  # noqa: E402
 from deface_ts.io.dicom.ct import load_ct  # noqa: E402
 from deface_ts.io.dicom.study import discover, select  # noqa: E402
 
@@ -27,7 +28,7 @@ TARGET_S = 5.0
 def one_case(ct, backend: str, detectors: list[str]) -> tuple[Stages, dict]:
     stages = Stages()
     with stages.stage("strip immobilisation"):
-        skin = render.strip_immobilisation(ct.array, ct.spacing)
+        skin = strip_immobilisation(ct.array, ct.spacing)
     with stages.stage(f"render 6 views ({backend})"):
         views = render.render_views(ct, VERIFY_ANGLES, backend=backend, skin=skin)
     with stages.stage(f"detect ({', '.join(detectors)})"):
@@ -49,7 +50,7 @@ def main() -> None:
     # warm-up outside the timing: model loading happens once per process, not once per case
     faces.detect(np.zeros((64, 64, 3), np.uint8), detectors)
     backends = ["vtk", "numpy"] if args.backend == "both" else [args.backend]
-    if "vtk" in backends and not render.vtk_available():
+    if "vtk" in backends and not vtk_render.vtk_available():
         print("VTK offscreen rendering unavailable here: numpy only")
         backends = ["numpy"]
     for backend in backends:

@@ -20,7 +20,8 @@ import pytest
 from deface_ts.vision import faces
 from deface_ts.config import load_config
 from deface_ts.errors import InputError
-from deface_ts.reporting.evaluate import Pair, evaluate, pairs_from_roots, read_pairs
+from deface_ts.reporting.evaluate import evaluate
+from deface_ts.reporting.pairs import Pair, pairs_from_roots, read_pairs
 from deface_ts.phantom import PhantomOptions, write_phantom_study
 from deface_ts.pipeline import deface
 from tests.conftest import SMALL

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deface_ts.vision import render
+from deface_ts.vision import cameras, vtk_render
 from deface_ts.io.dicom.ct import load_ct
 from deface_ts.io.dicom.study import discover, select
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.choices import VERIFY_ANGLES
 from deface_ts.errors import BlankRenderError
-from deface_ts.vision.render import Render, render_views, strip_immobilisation
+from deface_ts.vision.cameras import Render
+from deface_ts.vision.render import render_views
+from deface_ts.vision.skin import strip_immobilisation
 from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume
 from deface_ts.geometry.view import AnatomicalView
 
@@ -33,7 +35,7 @@ def needs_backend(backend: str) -> None:
     """Skip when VTK is not installed; fail when it is installed but cannot open an offscreen context."""
     if backend == "vtk":
         pytest.importorskip("vtk")
-        assert render.vtk_available(), "vtk is installed but found no offscreen OpenGL (apt: libegl1 libegl-mesa0 " \
+        assert vtk_render.vtk_available(), "vtk is installed but found no offscreen OpenGL (apt: libegl1 libegl-mesa0 " \
                                        "libgl1-mesa-dri, or libosmesa6)"
 
 
@@ -196,11 +198,11 @@ def test_uniform_render_raises():
     flat = Render(0.0, np.full((50, 60, 3), 128, np.uint8), depth, np.zeros(3), np.array([1.0, 0, 0]),
                   np.array([0, 0, -1.0]), np.array([0, 1.0, 0]), 1.0, "numpy")
     with pytest.raises(BlankRenderError, match="uniform"):
-        render.check_not_blank(flat)
+        cameras.check_not_blank(flat)
     empty = Render(0.0, flat.image, np.full_like(depth, np.nan), flat.origin, flat.right, flat.down, flat.ray,
                    1.0, "numpy")
     with pytest.raises(BlankRenderError, match="no surface"):
-        render.check_not_blank(empty)
+        cameras.check_not_blank(empty)
 
 
 def test_auto_falls_back_to_numpy_when_vtk_fails(monkeypatch):
@@ -210,7 +212,7 @@ def test_auto_falls_back_to_numpy_when_vtk_fails(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no OpenGL")
 
-    monkeypatch.setattr(render, "_render_vtk", broken)
+    monkeypatch.setattr(vtk_render, "render_vtk", broken)
     views = render_views(ct, angles=(0.0,), backend="auto")
     assert views[0.0].backend == "numpy"
     with pytest.raises(RuntimeError):

@@ -197,7 +197,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "models":
         _models(args)
     elif args.command == "evaluate":
-        from deface_ts.reporting.evaluate import evaluate, pairs_from_roots, read_pairs
+        from deface_ts.reporting.evaluate import evaluate
+        from deface_ts.reporting.pairs import pairs_from_roots, read_pairs
         from deface_ts.errors import InputError
 
         if args.pairs is not None:

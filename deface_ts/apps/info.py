@@ -9,7 +9,7 @@ import numpy as np
 from deface_ts.io.dicom.ct import slice_geometry
 from deface_ts.io.dicom.rtdose import frame_offsets
 from deface_ts.io.dicom.rtstruct import roi_role
-from deface_ts.io.dicom.study import Discovery, StudyFiles, discover, select
+from deface_ts.io.dicom.study import DicomFile, Discovery, StudyFiles, discover, select
 
 
 def describe(root: Path, series_uid: str | None = None) -> dict:
@@ -48,24 +48,7 @@ def summarise(found: Discovery, study: StudyFiles) -> dict:
         "warnings": study.warnings,
         "skipped": [{"file": str(p), "reason": r} for p, r in found.skipped],
     }
-    if study.rtstruct is not None:
-        rs = study.rtstruct.header
-        types = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")) for o in rs.get("RTROIObservationsSequence", [])}
-        counts = {int(c.ReferencedROINumber): len(c.get("ContourSequence", [])) for c in rs.get("ROIContourSequence", [])}
-        summary["rtstruct"] = {
-            "file": str(study.rtstruct.path),
-            "label": str(rs.get("StructureSetLabel", "")),
-            "rois": [
-                {
-                    "number": int(r.ROINumber),
-                    "name": str(r.ROIName),
-                    "type": types.get(int(r.ROINumber), ""),
-                    "role": roi_role(str(r.ROIName), types.get(int(r.ROINumber), "")),
-                    "contours": counts.get(int(r.ROINumber), 0),
-                }
-                for r in rs.get("StructureSetROISequence", [])
-            ],
-        }
+    summary["rtstruct"] = _rtstruct_summary(study.rtstruct) if study.rtstruct is not None else None
     if study.rtplan is not None:
         p = study.rtplan.header
         summary["rtplan"] = {
@@ -73,24 +56,28 @@ def summarise(found: Discovery, study: StudyFiles) -> dict:
             "label": str(p.get("RTPlanLabel", "")),
             "beams": len(p.get("BeamSequence", p.get("IonBeamSequence", []))),
         }
-    for dose in study.rtdose:
-        d = dose.header
-        offsets = frame_offsets(d, dose.path)
-        summary["rtdose"].append(
-            {
-                "file": str(dose.path),
-                "grid": [len(offsets), int(d.Rows), int(d.Columns)],
-                "spacing_mm": [
-                    round(float(np.median(np.diff(offsets))), 4) if len(offsets) > 1 else None,
-                    float(d.PixelSpacing[0]),
-                    float(d.PixelSpacing[1]),
-                ],
-                "summation": str(d.get("DoseSummationType", "")),
-                "bits": int(d.BitsAllocated),
-                "scaling": float(d.DoseGridScaling),
-            }
-        )
+    summary["rtdose"] = [_dose_summary(dose) for dose in study.rtdose]
     return summary
+
+
+def _rtstruct_summary(file: DicomFile) -> dict:
+    rs = file.header
+    types = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")) for o in rs.get("RTROIObservationsSequence", [])}
+    counts = {int(c.ReferencedROINumber): len(c.get("ContourSequence", [])) for c in rs.get("ROIContourSequence", [])}
+    rois = [{"number": int(r.ROINumber), "name": str(r.ROIName), "type": types.get(int(r.ROINumber), ""),
+             "role": roi_role(str(r.ROIName), types.get(int(r.ROINumber), "")),
+             "contours": counts.get(int(r.ROINumber), 0)} for r in rs.get("StructureSetROISequence", [])]
+    return {"file": str(file.path), "label": str(rs.get("StructureSetLabel", "")), "rois": rois}
+
+
+def _dose_summary(dose: DicomFile) -> dict:
+    d = dose.header
+    offsets = frame_offsets(d, dose.path)
+    step = round(float(np.median(np.diff(offsets))), 4) if len(offsets) > 1 else None
+    return {"file": str(dose.path), "grid": [len(offsets), int(d.Rows), int(d.Columns)],
+            "spacing_mm": [step, float(d.PixelSpacing[0]), float(d.PixelSpacing[1])],
+            "summation": str(d.get("DoseSummationType", "")), "bits": int(d.BitsAllocated),
+            "scaling": float(d.DoseGridScaling)}
 
 
 def format_summary(summary: dict) -> str:

@@ -29,7 +29,9 @@ from scipy import signal
 from deface_ts.vision import faces
 from deface_ts.errors import ConfigError, PrivacyError
 from deface_ts.vision.faces import Detection
-from deface_ts.vision.render import Render, render_views, strip_immobilisation
+from deface_ts.vision.cameras import Render
+from deface_ts.vision.render import render_views
+from deface_ts.vision.skin import strip_immobilisation
 from deface_ts.locate.base import Eye, FaceLocation
 from deface_ts.geometry.volume import ANTERIOR, LEFT, POSTERIOR, SUPERIOR, Volume
 

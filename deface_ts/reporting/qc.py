@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from deface_ts.geometry.volume import LEFT, SUPERIOR, Volume
 from deface_ts.geometry.view import AnatomicalView
+from deface_ts.geometry.volume import LEFT, SUPERIOR, Volume
 
 #: Head-and-neck soft-tissue window (HU): level, width.
 CT_WINDOW = (40.0, 400.0)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from deface_ts import choices
-from deface_ts.vision.render import Render
+from deface_ts.vision.cameras import Render
 
 log = logging.getLogger(__name__)
 

@@ -172,11 +172,31 @@ def select(found: Discovery, series_uid: str | None = None) -> StudyFiles:
         series_uid = next(iter(found.ct_series))
     if series_uid not in found.ct_series:
         raise InputError(f"{found.root}: no CT series with SeriesInstanceUID {series_uid}")
-    ct = found.ct_series[series_uid]
-    study = StudyFiles(ct=ct, skipped=list(found.skipped))
-    frame = study.frame_of_reference
-    patient = str(ct[0].header.get("PatientID", ""))
+    study = StudyFiles(ct=found.ct_series[series_uid], skipped=list(found.skipped))
+    _select_rtstruct(found, study, series_uid)
+    if study.rtstruct is not None:
+        plans = [p for p in found.rtplans if study.rtstruct.sop_instance in plan_structure_set(p.header)]
+        if len(plans) > 1:
+            raise InputError(f"{found.root}: several RTPLANs reference the RTSTRUCT: {[str(p.path) for p in plans]}")
+        study.rtplan = plans[0] if plans else None
+    for dose in found.rtdoses:
+        referenced = dose_plans(dose.header)
+        if study.rtplan is not None and study.rtplan.sop_instance in referenced:
+            study.rtdose.append(dose)
+        elif str(dose.header.get("FrameOfReferenceUID", "")) == study.frame_of_reference:
+            study.rtdose.append(dose)
+            study.warnings.append(
+                f"{dose.path}: RTDOSE references RTPLAN {', '.join(sorted(referenced)) or '(none)'}, "
+                "which is not in the input; loaded because its frame of reference matches the CT"
+            )
+    return study
 
+
+def _select_rtstruct(found: Discovery, study: StudyFiles, series_uid: str) -> None:
+    """The RTSTRUCT that lists the CT series, else one in its frame of reference; one of the patient's in
+    another frame of reference is an error (a wrong CT or a wrong file)."""
+    frame = study.frame_of_reference
+    patient = str(study.ct[0].header.get("PatientID", ""))
     by_series, by_frame, foreign = [], [], []
     for rs in found.rtstructs:
         frames, series = structure_set_references(rs.header)
@@ -202,24 +222,6 @@ def select(found: Discovery, series_uid: str | None = None) -> StudyFiles:
             f"{rs.path}: RTSTRUCT is in frame of reference {', '.join(sorted(frames)) or '(none)'}, "
             f"but CT series {series_uid} is in {frame}"
         )
-
-    if study.rtstruct is not None:
-        plans = [p for p in found.rtplans if study.rtstruct.sop_instance in plan_structure_set(p.header)]
-        if len(plans) > 1:
-            raise InputError(f"{found.root}: several RTPLANs reference the RTSTRUCT: {[str(p.path) for p in plans]}")
-        study.rtplan = plans[0] if plans else None
-
-    for dose in found.rtdoses:
-        referenced = dose_plans(dose.header)
-        if study.rtplan is not None and study.rtplan.sop_instance in referenced:
-            study.rtdose.append(dose)
-        elif str(dose.header.get("FrameOfReferenceUID", "")) == frame:
-            study.rtdose.append(dose)
-            study.warnings.append(
-                f"{dose.path}: RTDOSE references RTPLAN {', '.join(sorted(referenced)) or '(none)'}, "
-                "which is not in the input; loaded because its frame of reference matches the CT"
-            )
-    return study
 
 
 def _skipped_note(found: Discovery) -> str:
