@@ -47,12 +47,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-
     from common import FULL, Stages
-    from deface_ts.phantom import PhantomOptions, evaluate
-    from deface_ts.locate.totalseg import runtime
-    from deface_ts.geometry.volume import Volume
     from nnunet_models import write_architecture_model, write_licence_config
+
+    from deface_ts.geometry.volume import Volume
+    from deface_ts.locate.totalseg import runtime
+    from deface_ts.phantom import PhantomOptions, evaluate
 
     home = args.workdir / "home"
     write_licence_config(home)
@@ -110,6 +110,7 @@ def whole_case(args) -> dict:
     import shutil
 
     from common import phantom
+
     from deface_ts.config import load_config
     from deface_ts.errors import DefaceError
     from deface_ts.pipeline import deface

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from copy import deepcopy
 import threading
 import time
 from contextlib import contextmanager
+from copy import deepcopy
 from pathlib import Path
 
 import pydicom

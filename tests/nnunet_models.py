@@ -45,6 +45,8 @@ TOTAL_LABEL_COUNT = 117
 FACE_RULES = [{"kind": "anterior_air", "label": 1, "tissue_hu": -300.0, "air_hu": -500.0, "reach": 5, "axis": 1}]
 EYE_RULES = [{"kind": "band", "label": 1, "lo": 2.0, "hi": 13.0, "erode": 1}]
 SKULL_RULES = [{"kind": "band", "label": TOTAL_SKULL_LABEL, "lo": 300.0, "hi": 1e6, "erode": 0}]
+#: The real models' spacings (z, y, x), so TotalSegmentator's own resampling already lands on them.
+SPACINGS = {"face": [1.5, 1.5, 1.5], "head_glands_cavities": [1.0, 0.75, 0.75], "total_6mm": [6.0, 6.0, 6.0]}
 
 
 class RuleNet(nn.Module):
@@ -175,8 +177,7 @@ def write_rule_model(weights_dir: Path, task_name: str, rules: list[dict] | None
     task = TASKS[task_name]
     rules = rules if rules is not None else {"face": FACE_RULES, "head_glands_cavities": EYE_RULES,
                                              "total_6mm": SKULL_RULES}[task_name]
-    # The real models' spacings (z, y, x), so TotalSegmentator's own resampling already lands on them.
-    spacing = {"face": [1.5, 1.5, 1.5], "head_glands_cavities": [1.0, 0.75, 0.75], "total_6mm": [6.0, 6.0, 6.0]}[task_name]
+    spacing = SPACINGS[task_name]
     patch_size = patch_size or {"face": [96, 96, 96], "head_glands_cavities": [128, 128, 128],
                                 "total_6mm": [64, 64, 64]}[task_name]
     labels = _labels(task)
@@ -245,6 +246,6 @@ def write_architecture_model(weights_dir: Path, task_name: str = "face", patch_s
     torch.manual_seed(seed)
     network = get_network_from_plans(architecture["network_class_name"], architecture["arch_kwargs"],
                                      architecture["_kw_requires_import"], 1, len(labels), deep_supervision=False)
-    spacing = {"face": [1.5, 1.5, 1.5], "head_glands_cavities": [1.0, 0.75, 0.75], "total_6mm": [6.0, 6.0, 6.0]}[task_name]
+    spacing = SPACINGS[task_name]
     plans = _plans(task, spacing, list(patch_size), architecture)
     return _write(weights_dir, task, plans, network, labels, None)

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from deface_ts.io import nifti
 from deface_ts.apps.cli import main
+from deface_ts.io import nifti
 from deface_ts.io.dicom.case import load_case
 from tests.checkers import plastimatch_convert, requires_plastimatch
 

@@ -17,13 +17,13 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from deface_ts.vision import faces
 from deface_ts.config import load_config
 from deface_ts.errors import InputError
-from deface_ts.reporting.evaluate import evaluate
-from deface_ts.reporting.pairs import Pair, pairs_from_roots, read_pairs
 from deface_ts.phantom import PhantomOptions, write_phantom_study
 from deface_ts.pipeline import deface
+from deface_ts.reporting.evaluate import evaluate
+from deface_ts.reporting.pairs import Pair, pairs_from_roots, read_pairs
+from deface_ts.vision import faces
 from tests.conftest import SMALL
 
 SCANS = {"P1_a": ("P1", 1, "HFS"), "P1_b": ("P1", 2, "HFP"), "P2_a": ("P2", 3, "HFS"), "P2_b": ("P2", 4, "HFP")}
@@ -153,7 +153,8 @@ def test_evaluate_command_line(cohort, tmp_path, capsys):
     from deface_ts.apps.cli import main
 
     out = tmp_path / "eval"
-    assert main(["evaluate", str(out), "--originals", str(cohort / "original"), "--defaced", str(cohort / "defaced")]) == 0
+    folders = ["--originals", str(cohort / "original"), "--defaced", str(cohort / "defaced")]
+    assert main(["evaluate", str(out), *folders]) == 0
     assert "evaluated 4 pair(s)" in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", "summary.html"}
     assert main(["evaluate", str(out)]) == 3  # neither --pairs nor the two folders

@@ -11,11 +11,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from deface_ts.vision import faces
-from deface_ts.vision import render
-from deface_ts.vision.faces import Detection, detect, valid_detections
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP
+from deface_ts.vision import faces, render
 from deface_ts.vision.cameras import Render
+from deface_ts.vision.faces import Detection, detect, valid_detections
 from deface_ts.vision.render import render_views
 from tests.test_render import (
     BACKENDS,

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from skimage.draw import polygon as fill_polygon
 
+from deface_ts.geometry.volume import ANTERIOR, Volume, affine_from_dicom
 from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import write_phantom_study
 from deface_ts.phantom.anatomy import (
@@ -27,7 +28,6 @@ from deface_ts.phantom.anatomy import (
     evaluate_boxes,
     phantom_hu,
 )
-from deface_ts.geometry.volume import ANTERIOR, Volume, affine_from_dicom
 from tests.checkers import dciodvfy_errors, dice, requires_dciodvfy
 from tests.conftest import SMALL
 
@@ -187,7 +187,8 @@ def test_dose_grid_is_coarse_offset_and_hot_in_the_targets(phantom):
     assert 60 < gy.max() < 75
     case = load_case(phantom.folder)  # and the product reads it back consistently
     dose = case.doses[0].gy
-    hot = dose.array[tuple(np.rint(dose.lps_to_index(np.array([[8.0, -58.0, -24.0], [-32.0, 2.0, -100.0]]))).astype(int).T)]
+    targets = np.array([[8.0, -58.0, -24.0], [-32.0, 2.0, -100.0]])  # PTV_70 and PTV_54 centres
+    hot = dose.array[tuple(np.rint(dose.lps_to_index(targets)).astype(int).T)]
     assert hot[0] > 65 and 45 < hot[1] < 60
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deface_ts.io import nifti
-from deface_ts.reporting import qc
 from deface_ts.config import load_config
+from deface_ts.geometry.view import AnatomicalView
+from deface_ts.geometry.volume import LEFT, Volume, affine_from_dicom
+from deface_ts.io import nifti
 from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import CHIN, EYE_CENTRES
 from deface_ts.pipeline import deface
-from deface_ts.geometry.volume import LEFT, Volume, affine_from_dicom
-from deface_ts.geometry.view import AnatomicalView
+from deface_ts.reporting import qc
 
 POSITIONS = ["HFS", "FFP"]  # FFP flips the superior and the anterior axes of the array relative to HFS
 ANGLES = (0.0, 45.0, -45.0)

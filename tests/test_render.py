@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deface_ts.vision import cameras, vtk_render
+from deface_ts.choices import VERIFY_ANGLES
+from deface_ts.errors import BlankRenderError
+from deface_ts.geometry.view import AnatomicalView
+from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume
 from deface_ts.io.dicom.ct import load_ct
 from deface_ts.io.dicom.study import discover, select
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
-from deface_ts.choices import VERIFY_ANGLES
-from deface_ts.errors import BlankRenderError
+from deface_ts.vision import cameras, vtk_render
 from deface_ts.vision.cameras import Render
 from deface_ts.vision.render import render_views
 from deface_ts.vision.skin import strip_immobilisation
-from deface_ts.geometry.volume import ANTERIOR, LEFT, SUPERIOR, Volume
-from deface_ts.geometry.view import AnatomicalView
 
 #: 1 mm pixels and 2 mm slices: fine enough for a face a detector recognises (the 2 mm/3 mm suite default is not).
 FACE_PHANTOM = dict(rows=256, columns=256, pixel_spacing=1.0, slices=120, slice_thickness=2.0)
@@ -35,8 +35,8 @@ def needs_backend(backend: str) -> None:
     """Skip when VTK is not installed; fail when it is installed but cannot open an offscreen context."""
     if backend == "vtk":
         pytest.importorskip("vtk")
-        assert vtk_render.vtk_available(), "vtk is installed but found no offscreen OpenGL (apt: libegl1 libegl-mesa0 " \
-                                       "libgl1-mesa-dri, or libosmesa6)"
+        assert vtk_render.vtk_available(), \
+            "vtk is installed but found no offscreen OpenGL (apt: libegl1 libegl-mesa0 libgl1-mesa-dri, or libosmesa6)"
 
 
 def load_phantom_ct(study) -> Volume:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deface_ts.vision import faces
 from deface_ts.config import load_config
 from deface_ts.errors import ConfigError, PrivacyError
-from deface_ts.phantom import CHIN, EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.geometry.masks import body_from_hu
-from deface_ts.removal.plan import plan_removal
-from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator, check_landmarks, find_globe
 from deface_ts.geometry.volume import ANTERIOR, LEFT, POSTERIOR, SUPERIOR, Volume
+from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator, check_landmarks, find_globe
+from deface_ts.phantom import CHIN, EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
+from deface_ts.removal.plan import plan_removal
+from deface_ts.vision import faces
 from tests.test_render import BACKENDS, deface_box, load_phantom_ct, needs_backend
 
 

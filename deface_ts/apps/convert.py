@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deface_ts.geometry.volume import Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import Case, load_case
 from deface_ts.io.output import atomic_output
-from deface_ts.geometry.volume import Volume
 
 
 def safe_name(name: str, taken: set[str]) -> str:
@@ -24,7 +24,8 @@ def safe_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def write_nifti_set(case: Case, folder: Path, ct: Volume | None = None, masks: dict[int, np.ndarray] | None = None) -> dict:
+def write_nifti_set(case: Case, folder: Path, ct: Volume | None = None,
+                    masks: dict[int, np.ndarray] | None = None) -> dict:
     """Write CT, ROI masks and doses as NIfTI into ``folder``; return the sidecar dictionary."""
     folder.mkdir(parents=True, exist_ok=True)
     ct = ct if ct is not None else case.ct.hu  # int16 HU when exact, see dicom.ct
@@ -46,7 +47,8 @@ def write_nifti_set(case: Case, folder: Path, ct: Volume | None = None, masks: d
     for n, dose in enumerate(case.doses, start=1):
         name = f"dose_{n}.nii.gz"
         nifti.save(dose.gy, folder / name)
-        sidecar["doses"].append({"file": name, "units": "Gy", "summation": dose.summation, "source": str(dose.file.path)})
+        sidecar["doses"].append({"file": name, "units": "Gy", "summation": dose.summation,
+                                 "source": str(dose.file.path)})
     return sidecar
 
 

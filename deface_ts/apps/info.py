@@ -62,7 +62,8 @@ def summarise(found: Discovery, study: StudyFiles) -> dict:
 
 def _rtstruct_summary(file: DicomFile) -> dict:
     rs = file.header
-    types = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")) for o in rs.get("RTROIObservationsSequence", [])}
+    types = {int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", ""))
+             for o in rs.get("RTROIObservationsSequence", [])}
     counts = {int(c.ReferencedROINumber): len(c.get("ContourSequence", [])) for c in rs.get("ROIContourSequence", [])}
     rois = [{"number": int(r.ROINumber), "name": str(r.ROIName), "type": types.get(int(r.ROINumber), ""),
              "role": roi_role(str(r.ROIName), types.get(int(r.ROINumber), "")),
@@ -86,7 +87,7 @@ def format_summary(summary: dict) -> str:
         f"Input        {summary['input']}",
         f"Patient      {summary['patient_id']}",
         f"CT series    {ct['series_instance_uid']} ({ct['patient_position']}, {ct['slices']} slices of "
-        f"{ct['rows']}x{ct['columns']}, spacing {ct['spacing_mm'][0]} x {ct['spacing_mm'][1]} x {ct['spacing_mm'][2]} mm)",
+        f"{ct['rows']}x{ct['columns']}, spacing {' x '.join(str(s) for s in ct['spacing_mm'])} mm)",
         f"Orientation  {ct['orientation']}",
     ]
     if len(summary["series"]) > 1:
@@ -96,17 +97,21 @@ def format_summary(summary: dict) -> str:
         lines.append(f"RTSTRUCT     {rs['file']} ({len(rs['rois'])} ROIs)")
         width = max(len(r["name"]) for r in rs["rois"]) if rs["rois"] else 4
         for r in rs["rois"]:
-            lines.append(f"  {r['number']:>4}  {r['name']:<{width}}  {r['role']:<5}  {r['type'] or '-'}  ({r['contours']} contours)")
+            lines.append(f"  {r['number']:>4}  {r['name']:<{width}}  {r['role']:<5}  {r['type'] or '-'}  "
+                         f"({r['contours']} contours)")
     else:
         lines.append("RTSTRUCT     none")
     plan = summary["rtplan"]
-    lines.append(f"RTPLAN       {plan['file']} ('{plan['label']}', {plan['beams']} beams)" if plan else "RTPLAN       none")
+    lines.append(f"RTPLAN       {plan['file']} ('{plan['label']}', {plan['beams']} beams)" if plan
+                 else "RTPLAN       none")
     for d in summary["rtdose"]:
-        lines.append(f"RTDOSE       {d['file']} (grid {d['grid']}, spacing {d['spacing_mm']} mm, {d['summation']}, {d['bits']}-bit)")
+        lines.append(f"RTDOSE       {d['file']} (grid {d['grid']}, spacing {d['spacing_mm']} mm, "
+                     f"{d['summation']}, {d['bits']}-bit)")
     if not summary["rtdose"]:
         lines.append("RTDOSE       none")
     for w in summary["warnings"]:
         lines.append(f"warning: {w}")
     if summary["skipped"]:
-        lines.append(f"skipped {len(summary['skipped'])} file(s): " + "; ".join(f"{s['file']} ({s['reason']})" for s in summary["skipped"][:5]))
+        listed = "; ".join(f"{s['file']} ({s['reason']})" for s in summary["skipped"][:5])
+        lines.append(f"skipped {len(summary['skipped'])} file(s): {listed}")
     return "\n".join(lines)

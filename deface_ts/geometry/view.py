@@ -26,7 +26,7 @@ class AnatomicalView:
     coordinates: tuple[np.ndarray, np.ndarray, np.ndarray]  # mm along S, A and L of each view index
 
     @classmethod
-    def of(cls, volume: Volume, tolerance_degrees: float = 1.0) -> "AnatomicalView":
+    def of(cls, volume: Volume, tolerance_degrees: float = 1.0) -> AnatomicalView:
         unit = volume.affine[:3, :3] / volume.spacing
         axes, flips, coordinates = [], [], []
         for direction in (SUPERIOR, ANTERIOR, LEFT):

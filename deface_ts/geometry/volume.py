@@ -133,11 +133,11 @@ class Volume:
         """Volume of one voxel in cubic centimetres."""
         return float(np.prod(self.spacing)) / 1000.0
 
-    def same_grid(self, other: "Volume", atol_mm: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol_mm: float = 1e-3) -> bool:
         """True when ``other`` has this shape and (within ``atol_mm``) this affine."""
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol_mm))
 
-    def crop(self, box: tuple[slice, ...]) -> "Volume":
+    def crop(self, box: tuple[slice, ...]) -> Volume:
         """The sub-volume ``box`` (index slices, step 1) with its affine moved to the box's corner.
 
         The result covers the same patient coordinates as those voxels of ``self``.
@@ -147,7 +147,7 @@ class Volume:
         affine[:3, 3] = self.index_to_lps(np.array([starts]))[0]
         return Volume(np.ascontiguousarray(self.array[tuple(box)]), affine)
 
-    def paste(self, part: "Volume", fill: float | bool = 0) -> "Volume":
+    def paste(self, part: Volume, fill: float | bool = 0) -> Volume:
         """``part`` (a crop of this grid) placed back on this grid; ``fill`` elsewhere.
 
         Raises ValueError when ``part`` is not an integer shift of this grid inside it.
@@ -161,7 +161,7 @@ class Volume:
         out[tuple(slice(s, s + n) for s, n in zip(start, part.shape))] = part.array
         return Volume(out, self.affine.copy())
 
-    def with_array(self, array: np.ndarray) -> "Volume":
+    def with_array(self, array: np.ndarray) -> Volume:
         """Same grid, another array."""
         if array.shape != self.shape:
             raise ValueError(f"Array shape {array.shape} does not match grid {self.shape}.")

@@ -9,10 +9,10 @@ import numpy as np
 from scipy import ndimage
 
 from deface_ts.config import EyesConfig
-from deface_ts.io.dicom.rtstruct import Roi, Structures
 from deface_ts.errors import PrivacyError
-from deface_ts.locate.base import Eye, FaceLocation
 from deface_ts.geometry.volume import Volume
+from deface_ts.io.dicom.rtstruct import Roi, Structures
+from deface_ts.locate.base import Eye, FaceLocation
 
 
 def is_eye_name(name: str, config: EyesConfig) -> bool:

@@ -23,17 +23,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from scipy import signal
 
-from deface_ts.vision import faces
 from deface_ts.errors import ConfigError, PrivacyError
-from deface_ts.vision.faces import Detection
+from deface_ts.geometry.volume import ANTERIOR, LEFT, POSTERIOR, SUPERIOR, Volume
+from deface_ts.locate.base import Eye, FaceLocation
+from deface_ts.vision import faces
 from deface_ts.vision.cameras import Render
+from deface_ts.vision.faces import Detection
 from deface_ts.vision.render import render_views
 from deface_ts.vision.skin import strip_immobilisation
-from deface_ts.locate.base import Eye, FaceLocation
-from deface_ts.geometry.volume import ANTERIOR, LEFT, POSTERIOR, SUPERIOR, Volume
 
 #: Views tried in turn: the frontal one, then ±30° for a head turned on the head rest.
 ANGLES = ((0.0,), (30.0, -30.0))

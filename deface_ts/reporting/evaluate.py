@@ -11,13 +11,14 @@ The measures are those of the published defacing studies, on renders of the skin
   embedding distances, defaced scan against the originals of the other scans (the same study),
   and the rank-1 re-identification rate of each defaced scan against the gallery of
   originals (O'Sullivan-Steben et al., defaceRT: 97 % before, 4 % after defacing);
-* utility (defaceRT, and the evaluation of eight neuro defacers on head-and-neck CT): per ROI the preserved-voxel ratio, Dice and HD95 of the ROIs
-  that changed; dose difference (max |Δ|, mean |Δ| in the body, max |Δ| where the CT did
-  not change) and DVH points (D95, D2, Dmean) of the protected ROIs.
+* utility (defaceRT, and the evaluation of eight neuro defacers on head-and-neck CT): per ROI
+  the preserved-voxel ratio, Dice and HD95 of the ROIs that changed; dose difference (max |Δ|,
+  mean |Δ| in the body, max |Δ| where the CT did not change) and DVH points (D95, D2, Dmean) of
+  the protected ROIs.
 
 Pairs come from :mod:`~deface_ts.reporting.pairs`, the measures from :mod:`~deface_ts.reporting.privacy`
-and :mod:`~deface_ts.reporting.utility`. `evaluate` writes results.json, results.csv (one row per case) and summary.html into an
-output folder that appears only when everything was computed.
+and :mod:`~deface_ts.reporting.utility`. `evaluate` writes results.json, results.csv (one row per case)
+and summary.html into an output folder that appears only when everything was computed.
 """
 
 from __future__ import annotations
@@ -67,11 +68,12 @@ def detection_rates(cases: list[dict], detectors: list[str], angles: Sequence[fl
     for kind in ("original", "defaced"):
         rates[kind] = {}
         for name in [*detectors, "agreeing"]:
-            def hit(faces_, angle):
+            def hit(faces_: dict, angle: str, kind: str = kind, name: str = name) -> bool:
                 if name == "agreeing":
-                    return faces_["agreeing"][kind][angle]
+                    return bool(faces_["agreeing"][kind][angle])
                 return faces_["found"][kind][angle][name] is not None
-            views = {view_key(a): float(np.mean([hit(f, view_key(a)) for f in seen])) if seen else None for a in angles}
+            views = {view_key(a): float(np.mean([hit(f, view_key(a)) for f in seen])) if seen else None
+                     for a in angles}
             views["any"] = float(np.mean([any(hit(f, view_key(a)) for a in angles) for f in seen])) if seen else None
             rates[kind][name] = views
     return rates

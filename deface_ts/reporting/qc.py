@@ -51,10 +51,10 @@ class Slicer:
     def __init__(self, ct: Volume, centre_mm: np.ndarray) -> None:
         self.ct = ct
         self.view = AnatomicalView.of(ct)
-        s, a, l = self.view.coordinates
+        s, a, left = self.view.coordinates
         self.s = int(np.argmin(np.abs(s - float(centre_mm @ SUPERIOR))))
-        self.l = int(np.argmin(np.abs(l - float(centre_mm @ LEFT))))
-        step = [abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in (s, a, l)]
+        self.l = int(np.argmin(np.abs(left - float(centre_mm @ LEFT))))
+        step = [abs(c[1] - c[0]) if len(c) > 1 else 1.0 for c in (s, a, left)]
         self.step_s, self.step_a, self.step_l = step
 
     def axial(self, array: np.ndarray) -> np.ndarray:

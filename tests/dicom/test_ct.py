@@ -7,9 +7,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from deface_ts.io.dicom.case import load_case
 from deface_ts.errors import InputError
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR
+from deface_ts.io.dicom.case import load_case
 from tests.conftest import copy_study
 
 

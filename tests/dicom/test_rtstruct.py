@@ -6,11 +6,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from deface_ts.io.dicom.case import load_case
 from deface_ts.geometry.masks import BoxMask
+from deface_ts.io import nifti
+from deface_ts.io.dicom.case import load_case
 from deface_ts.io.dicom.rtstruct import changed_slices, contour_slice, fill_even_odd, rasterise, roi_role
 from tests.checkers import dice, plastimatch_convert, requires_plastimatch, resample_nearest
-from deface_ts.io import nifti
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,8 @@ def test_masks_agree_with_plastimatch(phantom, tmp_path):
     for roi in case.structures.rois:
         if not roi.volume_voxels:
             continue
-        matches = [p for stem, p in files.items() if stem.replace("_", " ").lower() == roi.name.replace("_", " ").lower()]
+        wanted = roi.name.replace("_", " ").lower()
+        matches = [p for stem, p in files.items() if stem.replace("_", " ").lower() == wanted]
         assert matches, f"plastimatch wrote no mask for {roi.name!r}: {sorted(files)}"
         theirs = resample_nearest(nifti.load(matches[0]), case.ct.hu) > 0
         ours = roi.mask.full(case.ct.hu.shape)

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 
 from deface_ts.apps.cli import main
-from deface_ts.io.dicom.study import discover, select
-from deface_ts.errors import InputError
 from deface_ts.apps.info import describe
+from deface_ts.errors import InputError
+from deface_ts.io.dicom.study import discover, select
 from tests.conftest import copy_study
 
 

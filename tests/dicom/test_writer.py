@@ -6,12 +6,18 @@ import numpy as np
 import pydicom
 import pytest
 
+from deface_ts.io import nifti
 from deface_ts.io.dicom.case import load_case
 from deface_ts.io.dicom.uids import UidMap
 from deface_ts.io.dicom.writer import Changes, write_case
 from deface_ts.io.output import atomic_output
-from deface_ts.io import nifti
-from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
+from tests.checkers import (
+    dciodvfy_errors,
+    plastimatch_convert,
+    requires_dciodvfy,
+    requires_plastimatch,
+    resample_nearest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,8 @@ def test_new_uids_and_every_reference_resolves(identity):
             for image in contour.get("ContourImageSequence", []):
                 assert image.ReferencedSOPInstanceUID in new_sops
     assert again.rtplan.dataset.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID == rs.SOPInstanceUID
-    assert again.doses[0].dataset.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == again.rtplan.dataset.SOPInstanceUID
+    plan_uid = again.rtplan.dataset.SOPInstanceUID
+    assert again.doses[0].dataset.ReferencedRTPlanSequence[0].ReferencedSOPInstanceUID == plan_uid
     assert not again.files.warnings
     # no old SOP Instance UID survives anywhere in the new RT objects
     for path in [written.rtstruct, written.rtplan, *written.doses]:
@@ -103,7 +110,8 @@ def test_changes_write_exactly_what_changed(phantom, tmp_path):
             after = again.structures.get(before.name)
             assert [list(c.ContourData) for c in before.contour.ContourSequence] == \
                 [list(c.ContourData) for c in after.contour.ContourSequence]
-    unchanged = [c for c, k in zip(body.contour.ContourSequence, body.contour_slices) if k is not None and not 20 <= k < 30]
+    unchanged = [c for c, k in zip(body.contour.ContourSequence, body.contour_slices)
+                 if k is not None and not 20 <= k < 30]
     after_data = [list(c.ContourData) for c in new_roi.contour.ContourSequence]
     assert all(list(c.ContourData) in after_data for c in unchanged)
     d0, d1 = case.doses[0], again.doses[0]

@@ -8,9 +8,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from deface_ts.io.dicom.study import DicomFile
 from deface_ts.errors import InputError
 from deface_ts.geometry.volume import Volume, affine_from_dicom
+from deface_ts.io.dicom.study import DicomFile
 
 
 @dataclass
@@ -53,7 +53,8 @@ def frame_offsets(ds: Dataset, path) -> np.ndarray:
         if abs(offsets[0]) > 0.01:
             raise InputError(
                 f"{path}: GridFrameOffsetVector starts at {offsets[0] + float(ds.ImagePositionPatient[2]):.3f} mm, "
-                f"neither 0 (relative) nor the ImagePositionPatient z {float(ds.ImagePositionPatient[2]):.3f} (absolute)"
+                f"neither 0 (relative) nor the ImagePositionPatient z "
+                f"{float(ds.ImagePositionPatient[2]):.3f} (absolute)"
             )
     return offsets
 
@@ -76,9 +77,8 @@ def load_dose(file: DicomFile) -> Dose:
     if len(steps) and np.abs(steps - step).max() > 0.01:
         raise InputError(f"{file.path}: dose frames are not evenly spaced (GridFrameOffsetVector {offsets.tolist()})")
     spacing = ds.PixelSpacing
-    affine = affine_from_dicom(
-        np.asarray(ds.ImagePositionPatient, float), ds.ImageOrientationPatient, (step, float(spacing[0]), float(spacing[1]))
-    )
+    position, orientation = np.asarray(ds.ImagePositionPatient, float), np.asarray(ds.ImageOrientationPatient, float)
+    affine = affine_from_dicom(position, orientation, (step, float(spacing[0]), float(spacing[1])))
     scaling = float(ds.DoseGridScaling)
     gy = Volume((stored * scaling).astype(np.float32), affine)
     return Dose(file, ds, stored, scaling, gy)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pydicom
 from pydicom.dataset import Dataset
 
-from deface_ts.io.dicom.study import DicomFile
 from deface_ts.errors import InputError
+from deface_ts.io.dicom.study import DicomFile
 
 
 @dataclass
@@ -19,7 +19,8 @@ class RtPlan:
     dataset: Dataset
 
     def summary(self) -> dict:
-        fractions = [int(g.get("NumberOfFractionsPlanned", 0) or 0) for g in self.dataset.get("FractionGroupSequence", [])]
+        groups = self.dataset.get("FractionGroupSequence", [])
+        fractions = [int(g.get("NumberOfFractionsPlanned", 0) or 0) for g in groups]
         return {"label": self.label, "beams": self.beams, "fractions": sum(fractions), "file": str(self.file.path)}
 
     @property

@@ -31,15 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from deface_ts.choices import Method
-from deface_ts.locate.totalseg import weights
-from deface_ts.io import nifti
 from deface_ts.errors import DefaceError, InputError, ModelError, PrivacyError
 from deface_ts.geometry.masks import largest_component
-from deface_ts.locate.base import Eye, FaceLocation, Locator
-from deface_ts.locate.eyes import MaskEyeLocator
 from deface_ts.geometry.view import AnatomicalView
 from deface_ts.geometry.volume import Volume
-
+from deface_ts.io import nifti
+from deface_ts.locate.base import Eye, FaceLocation, Locator
+from deface_ts.locate.eyes import MaskEyeLocator
+from deface_ts.locate.totalseg import weights
 
 #: head_glands_cavities labels that belong to the eyeballs (eye_left, eye_right, eye_lens_left, eye_lens_right).
 EYE_LABELS = (1, 2, 3, 4)
@@ -49,7 +48,8 @@ EYE_LABELS = (1, 2, 3, 4)
 #: fails beside the CPU torch wheel.
 TRAINER_MODULES = {
     "nnUNetTrainerNoMirroring": "nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring",
-    "nnUNetTrainer_DASegOrd0_NoMirroring": "nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDAOrd0",
+    "nnUNetTrainer_DASegOrd0_NoMirroring":
+        "nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDAOrd0",
     "nnUNetTrainer_4000epochs_NoMirroring":
         "nnunetv2.training.nnUNetTrainer.variants.training_length.nnUNetTrainer_Xepochs_NoMirroring",
     "nnUNetTrainer": "nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
@@ -102,7 +102,8 @@ def resolve_device(device: str) -> str:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device[4:]) if ":" in device else 0
         if index >= count:
-            raise InputError(f"device '{device}' requested but torch sees {count} CUDA GPU(s); use --device cpu or auto")
+            raise InputError(f"device '{device}' requested but torch sees {count} CUDA GPU(s); "
+                             "use --device cpu or auto")
         return device
     raise InputError(f"device '{device}' is not one of auto, cpu, gpu, gpu:N")
 

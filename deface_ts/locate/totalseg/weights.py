@@ -277,7 +277,8 @@ def import_weights(path: Path | str, overwrite: bool = False) -> list[str]:
         for folder in folders:
             task = by_folder[folder.resolve().name]
             model = folder / task.model_folder
-            absent = [p for p in ("dataset.json", "plans.json", "fold_0/checkpoint_final.pth") if not (model / p).is_file()]
+            needed = ("dataset.json", "plans.json", "fold_0/checkpoint_final.pth")
+            absent = [p for p in needed if not (model / p).is_file()]
             if absent:
                 raise InputError(f"{folder}: incomplete model for task '{task.name}', missing {model / absent[0]}")
             target = weights_dir() / task.folder
