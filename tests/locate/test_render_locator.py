@@ -19,7 +19,7 @@ from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator, check_lan
 from deface_ts.phantom import CHIN, EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.removal.plan import plan_removal
 from deface_ts.vision import faces
-from tests.test_render import BACKENDS, deface_box, load_phantom_ct, needs_backend
+from tests.vision.scenes import BACKENDS, deface_box, load_phantom_ct, needs_backend
 
 
 def needs_landmark_detector() -> None:

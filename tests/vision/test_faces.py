@@ -16,11 +16,10 @@ from deface_ts.vision import faces, render
 from deface_ts.vision.cameras import Render
 from deface_ts.vision.faces import Detection, detect, valid_detections
 from deface_ts.vision.render import render_views
-from tests.test_render import (
+from tests.vision.scenes import (
     BACKENDS,
     add_shell_and_couch,
     deface_box,
-    face_ct,  # noqa: F401  (the session fixture, shared)
     needs_backend,
     save_png,
     shave,

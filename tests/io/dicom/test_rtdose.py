@@ -6,9 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from deface_ts.errors import InputError
 from deface_ts.io.dicom.rtdose import load_dose
 from deface_ts.io.dicom.study import discover
-from deface_ts.errors import InputError
 
 
 def _dose_file(folder):
