@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 
 from pydicom.datadict import dictionary_VR
@@ -54,19 +56,35 @@ class UidMap:
 
     With a ``salt`` the new UIDs are a deterministic hash of salt and old UID
     (re-running gives the same output); without one, a random salt is drawn.
+    With a secret ``key`` (header de-identification) they are an HMAC of key and
+    old UID under the 2.25 root, so only the key holder can link them back.
     """
 
-    def __init__(self, salt: str | None = None):
+    def __init__(self, salt: str | None = None, key: bytes | None = None):
         self.salt = salt if salt is not None else secrets.token_hex(16)
+        self.key = key
         self.mapping: dict[str, str] = {}
+        self._issued: set[str] = set()
         self._sequences: dict[tuple, RawDataElement] = {}
 
     def new(self, uid: str) -> str:
         uid = str(uid)
         if uid not in self.mapping:
-            self.mapping[uid] = generate_uid(entropy_srcs=[self.salt, uid])
+            self.mapping[uid] = self._generate(uid)
+            self._issued.add(self.mapping[uid])
             self._sequences.clear()  # remapped sequences may contain this UID
         return self.mapping[uid]
+
+    def _generate(self, uid: str) -> str:
+        if self.key is None:
+            return generate_uid(entropy_srcs=[self.salt, uid])
+        # 128 bits of the HMAC as a decimal integer under 2.25 (PS3.5 B.2): at most 44 characters.
+        digest = hmac.new(self.key, b"uid\0" + uid.encode(), hashlib.sha256).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+    def issued(self, uid: str) -> bool:
+        """Whether ``uid`` is one of the new UIDs this map generated (so it must not be mapped again)."""
+        return str(uid) in self._issued
 
     def get(self, uid: str) -> str:
         return self.mapping.get(str(uid), str(uid))
