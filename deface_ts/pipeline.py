@@ -31,6 +31,8 @@ from deface_ts.removal.plan import RULES, RemovalPlan, body_from_hu, plan_remova
 from deface_ts.locate.base import FaceLocation, Locator
 from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
 from deface_ts.checks.verify import post_check, post_check_volume, visual_check
+from deface_ts.deid import session as deid_session
+from deface_ts.deid.headers import HeaderDeidentifier
 from deface_ts.geometry.volume import Volume
 
 
@@ -50,13 +52,20 @@ def is_nifti(path: Path) -> bool:
 
 
 def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
-           eyes_mask: Path | None = None, protect_masks: list[Path] = ()) -> dict:
-    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report."""
+           eyes_mask: Path | None = None, protect_masks: list[Path] = (), patient_id: str | None = None,
+           linkage: Path | None = None) -> dict:
+    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report.
+
+    Header de-identification (``config.deid``) gives the set ``patient_id`` (else a keyed pseudonym) and
+    writes the old → new linkage to ``linkage`` (else ``config.deid.linkage``, else beside ``output``).
+    """
     if is_nifti(input):
         return deface_nifti(Path(input), Path(output), config, eyes_mask, list(protect_masks), overwrite)
     timer = Timer()
     with timer.stage("load"):
         case = load_case(Path(input), series_uid)
+        deid = prepare_deid(case, config, patient_id)
+    linkage_file = deid_session.linkage_path(Path(output), linkage or config.deid.linkage) if deid else None
     ct = case.ct.hu
     with timer.stage("segment"):
         locator = make_locator(config, structures=case.structures)
@@ -69,7 +78,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
         with timer.stage("write"):
-            written = write_outputs(tmp, case, applied, plan, config)
+            written = write_outputs(tmp, case, applied, plan, config, deid)
         with timer.stage("post_check"):
             reread = load_case(tmp / "dicom")
             check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
@@ -84,18 +93,35 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         if config.verify.pictures:
             report["qc_pictures"] = pictures
         report["output"] = {"folder": str(Path(output)), "uids": written.uids}
+        if deid is None:
+            report["deid"] = {"profile": "off", "headers": "copied from the input (identifying values kept)"}
+        else:
+            report = deid_session.apply_to_report(report, deid, Path(input))
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        if deid is not None:
+            deid_session.check_output(tmp, deid)  # after report.json: the report is searched too
+    if deid is not None:
+        deid_session.write_linkage(linkage_file, deid)  # type: ignore[arg-type]
     return report
 
 
-def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: Config):
+def prepare_deid(case: Case, config: Config, patient_id: str | None) -> HeaderDeidentifier | None:
+    """The header de-identification of the case's objects, or None when ``config.deid.profile`` is off."""
+    datasets = list(case.ct.datasets) + [o.dataset for o in filter(None, (case.structures, case.plan))]
+    datasets += [d.dataset for d in case.doses]
+    return deid_session.prepare(datasets, config.deid, patient_id, defaced=True, where=str(case.files.ct[0].path.parent))
+
+
+def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: Config,
+                  deid: HeaderDeidentifier | None = None):
     """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``."""
     ct = case.ct.hu
     with ThreadPoolExecutor(1) as pool:
         # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
         nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", ct.with_array(applied.hu), plan,
                                  hu_dtype=ct.array.dtype) if config.output.nifti else None
-        written = write_case(case, applied.changes, folder / "dicom", UidMap(config.output.uid_salt))
+        uids = deid.uids if deid is not None else UidMap(config.output.uid_salt)
+        written = write_case(case, applied.changes, folder / "dicom", uids, deid.dataset if deid is not None else None)
         if nifti_done is not None:
             nifti_done.result()
     return written

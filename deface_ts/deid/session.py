@@ -76,13 +76,28 @@ def summary(deid: HeaderDeidentifier) -> dict:
     }
 
 
-def sanitise(value, renamed: dict[str, str]):
-    """``value`` (report JSON) with every ROI name that held an identifier replaced by its new name."""
+def apply_to_report(report: dict, deid: HeaderDeidentifier, input: Path) -> dict:
+    """The pipeline's report without input paths, original UIDs or identifying ROI names, with the deid summary."""
+    report = dict(report)
+    warnings = report.get("input", {}).get("warnings", [])
+    report["input"] = {"warnings": f"{len(warnings)} (not listed: they name input files and UIDs)"}
+    report["output"] = {k: v for k, v in report.get("output", {}).items() if k != "uids"}
+    report["deid"] = summary(deid)
+    folders = {str(Path(input)), str(Path(input).resolve())}
+    return sanitise(report, deid.renamed, folders)
+
+
+def sanitise(value, renamed: dict[str, str], folders: set[str]):
+    """``value`` (report JSON) with ROI names that held an identifier renamed and input paths hidden."""
     if isinstance(value, dict):
-        return {renamed.get(k, k) if isinstance(k, str) else k: sanitise(v, renamed) for k, v in value.items()}
+        return {sanitise(k, renamed, folders): sanitise(v, renamed, folders) for k, v in value.items()}
     if isinstance(value, list):
-        return [sanitise(v, renamed) for v in value]
-    return renamed.get(value, value) if isinstance(value, str) else value
+        return [sanitise(v, renamed, folders) for v in value]
+    if not isinstance(value, str):
+        return value
+    if any(folder in value for folder in folders):
+        return "(an input file)"
+    return renamed.get(value, value)
 
 
 def linkage_path(output: Path, requested: str | Path | None) -> Path:
