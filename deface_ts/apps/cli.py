@@ -172,10 +172,12 @@ def _print_report(report: dict) -> None:
     check = report["post_check"]
     print("  post-check: " + ("passed" if check.get("passed") else "SKIPPED"))
     print(f"  verify: {report['verify']['status']}")
-    if "deid" in report:
-        deid = report["deid"]
+    deid = report.get("deid", {})
+    if "key_fingerprint" in deid:
         print(f"  headers: {deid['profile']} (key {deid['key_fingerprint']}), patient {deid['patient_id']}; "
               "echo scan passed")
+    elif deid:
+        print("  headers: NOT de-identified (--deid off)")
     print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
 
 
