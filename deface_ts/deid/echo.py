@@ -11,6 +11,7 @@ the file, the place and the kind of identifier, never its value.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 from deface_ts.deid.identifiers import Identifiers
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
 _TEXT_SUFFIXES = (".json", ".html", ".htm", ".csv", ".txt", ".yaml", ".yml", ".md", ".svg", ".xml", ".log")
 
 
@@ -52,29 +54,44 @@ def scan_file(path: Path, identifiers: Identifiers) -> list[str]:
 
 
 def _scan_dicom(path: Path, data: bytes, identifiers: Identifiers) -> list[str]:
-    ds = pydicom.dcmread(path, force=True)
-    searched = _without_pixels(data, ds)
+    searched = _without_pixels(data)
     if not identifiers.find(searched):
         return []
-    places = []
-    if hasattr(ds, "file_meta"):
-        places += _walk(ds.file_meta, "file meta ", identifiers)
+    ds = pydicom.dcmread(path, force=True)
+    places = _walk(ds.file_meta, "file meta ", identifiers) if hasattr(ds, "file_meta") else []
     places += _walk(ds, "", identifiers)
     return places or [f"file bytes outside any element ({identifiers.find(searched)})"]
 
 
-def _without_pixels(data: bytes, ds: Dataset) -> bytes:
-    """The file's bytes with the pixel data values cut out (their positions come from the parsed dataset)."""
-    for tag in _PIXEL_TAGS:
-        element = ds.get(tag)
-        if element is None or not element.value:
-            continue
-        value = element.value if isinstance(element.value, bytes) else None
-        if value is not None and len(value) > 64:
-            start = data.find(value[:64])
-            if start >= 0:
-                data = data[:start] + data[start + len(value):]
-    return data
+def _without_pixels(data: bytes) -> bytes:
+    """The file's bytes up to the pixel data, and whatever follows a pixel data value of defined length.
+
+    The Pixel Data element is found by its tag with a length that ends exactly at
+    the end of the file (as the writers here write it); a tag-like run of bytes
+    inside an earlier value has no such length. Anything else is parsed.
+    """
+    start = data.find(_PIXEL_DATA_TAG)
+    while start >= 0:
+        for header in (12, 8):  # explicit VR (OB/OW, 4-byte length), implicit VR
+            length = int.from_bytes(data[start + header - 4:start + header], "little")
+            if start + header + length == len(data):
+                return data[:start]
+        start = data.find(_PIXEL_DATA_TAG, start + 1)
+    return _without_pixels_parsed(data)
+
+
+def _without_pixels_parsed(data: bytes) -> bytes:
+    fp = io.BytesIO(data)
+    ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+    start = fp.tell()
+    if start >= len(data):
+        return data
+    implicit, little = ds.original_encoding
+    header = 8 if implicit else 12
+    length = int.from_bytes(data[start + header - 4:start + header], "little" if little is not False else "big")
+    if length == 0xFFFFFFFF:  # encapsulated pixel data runs to its sequence delimiter, normally the file's end
+        return data[:start]
+    return data[:start] + data[start + header + length:]
 
 
 def _walk(ds: Dataset, path: str, identifiers: Identifiers) -> list[str]:

@@ -21,7 +21,7 @@ from deface_ts import __version__
 from deface_ts.deid.identifiers import Identifiers
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
-from deface_ts.io.dicom.uids import UidMap, shallow_copy
+from deface_ts.io.dicom.uids import UidMap, sequence_items, shallow_copy
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
@@ -73,7 +73,7 @@ class HeaderDeidentifier:
                 continue
             vr = raw.VR or _vr(tag)
             action = self.profile.action(tag, vr)
-            if action == "K" and vr != "SQ":
+            if action == "K" and vr not in ("SQ", "UI"):
                 continue
             new = self._element(ds, tag, vr, action, path)
             if new is _UNCHANGED:
@@ -101,6 +101,8 @@ class HeaderDeidentifier:
             return self._shift(element, path)
         if action == "U":
             return self._uid(element)
+        if action == "K":  # a UI outside the table that holds an original UID of the set is mapped too
+            return self._known_uid(element)
         if action == "C":
             return self._clean(ds, element, path)
         return self._dummy(element, path)
@@ -114,7 +116,7 @@ class HeaderDeidentifier:
                 return self._sequences[key]
         name = keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
         items, changed = [], False
-        for n, item in enumerate(ds[tag].value or []):
+        for n, item in enumerate(sequence_items(ds, tag)):
             new, item_changed = self._walk(item, f"{path}{name}[{n}].")
             items.append(new)
             changed |= item_changed
@@ -142,13 +144,12 @@ class HeaderDeidentifier:
         return DataElement(element.tag, element.VR, shifted if element.VM > 1 else shifted[0])
 
     def _uid(self, element: DataElement):
-        if element.VR != "UI" or not element.value:
-            return _UNCHANGED
-        values = list(element.value) if element.VM > 1 else [element.value]
-        new = [str(v) if self.uids.issued(v) else self.uids.new(v) for v in values]
-        if new == [str(v) for v in values]:
-            return _UNCHANGED
-        return DataElement(element.tag, "UI", new if element.VM > 1 else new[0])
+        """A new keyed UID for each value (one already issued by this map stays as it is)."""
+        return _map_uids(element, lambda v: v if self.uids.issued(v) else self.uids.new(v))
+
+    def _known_uid(self, element: DataElement):
+        """Only the values that are original UIDs of the set: class and transfer syntax UIDs stay."""
+        return _map_uids(element, self.uids.get)
 
     def _clean(self, ds: Dataset, element: DataElement, path: str):
         if not isinstance(element.value, str) or not self.identifiers.contains(element.value):
@@ -198,6 +199,16 @@ class HeaderDeidentifier:
         ds.DeidentificationMethod = (method + ("; face removed" if self.defaced else ""))[:64]
         if self.profile.shift_dates:
             ds.LongitudinalTemporalInformationModified = "MODIFIED"
+
+
+def _map_uids(element: DataElement, new):
+    if element.VR != "UI" or not element.value:
+        return _UNCHANGED
+    values = [str(v) for v in (element.value if element.VM > 1 else [element.value])]
+    mapped = [new(v) for v in values]
+    if mapped == values:
+        return _UNCHANGED
+    return DataElement(element.tag, "UI", mapped if element.VM > 1 else mapped[0])
 
 
 def _vr(tag) -> str:

@@ -16,6 +16,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from deface_ts.deid.table import ActionTable
+from deface_ts.io.dicom.uids import sequence_items
 
 MIN_LENGTH = 3
 # Values the de-identification writes itself: never an echo even where the input held them.
@@ -39,7 +40,7 @@ class Identifiers:
     numbers: dict[str, str] = field(default_factory=dict)  # all-digit IDs and dates (YYYYMMDD)
     uids: set[str] = field(default_factory=set)
     too_short: set[str] = field(default_factory=set)  # kinds with a value too short to search
-    _pattern: re.Pattern | None = None
+    _tokens: list[tuple[bytes, str]] | None = None
 
     def add(self, value: str, kind: str) -> None:
         value = " ".join(str(value).split()).lower()
@@ -53,7 +54,7 @@ class Identifiers:
             self.numbers.setdefault(value, kind)
         else:
             self.text.setdefault(value, kind)
-        self._pattern = None
+        self._tokens = None
 
     def find(self, data: bytes) -> str | None:
         """The kind of the first identifier found in ``data`` (case-insensitive), else None."""
@@ -68,32 +69,45 @@ class Identifiers:
             found = {run.decode() for run in _UID_RUN.findall(data)} & self.uids
             if found:
                 return "UID"
-        match = self.pattern.search(data) if self.text else None
-        if match is not None:
-            return self.text.get(match.group(0).decode("utf-8", "replace").lower(), "identifier")
+        if self.text:
+            lowered = data.lower()
+            for token, kind in self.tokens:
+                if _bounded_find(lowered, token):
+                    return kind
         return None
 
     def contains(self, text: str) -> bool:
         return self.find(text.encode("utf-8")) is not None
 
     @property
-    def pattern(self) -> re.Pattern:
-        if self._pattern is None:
-            alternatives = []
-            for value in sorted(self.text, key=len, reverse=True):
-                for encoded in {value.encode("utf-8"), value.encode("latin-1", "ignore"),
-                                value.upper().encode("utf-8"), value.upper().encode("latin-1", "ignore")}:
-                    alternatives.append(_bounded(encoded))
-            self._pattern = re.compile(b"|".join(alternatives), re.IGNORECASE)
-        return self._pattern
+    def tokens(self) -> list[tuple[bytes, str]]:
+        """Each text value in lower case, in the encodings a DICOM file or a report may hold it."""
+        if self._tokens is None:
+            self._tokens = sorted({(encoded, kind) for value, kind in self.text.items()
+                                   for encoded in (value.encode("utf-8"), value.encode("latin-1", "ignore"))
+                                   if encoded})
+        return self._tokens
 
 
-def _bounded(token: bytes) -> bytes:
-    """A token that is not part of a longer word or number: "DOE" matches "DOE1" and "MRN-DOE", not "DOES"."""
-    def side(char: int) -> bytes:
-        return b"[0-9]" if chr(char).isdigit() else b"[A-Za-z]" if chr(char).isalpha() else b""
-    before, after = side(token[0]), side(token[-1])
-    return ((b"(?<!" + before + b")") if before else b"") + re.escape(token) + ((b"(?!" + after + b")") if after else b"")
+def _bounded_find(data: bytes, token: bytes) -> bool:
+    """Whether ``token`` occurs in ``data`` not as part of a longer word or number.
+
+    "doe" matches "doe1" and "mrn-doe", not "does"; a value starting with a digit
+    matches after letters ("mrn12345") but not inside a longer number. bytes.find
+    runs at memory speed, where one regular expression of every value did not.
+    """
+    start = data.find(token)
+    while start >= 0:
+        end = start + len(token)
+        if not (start and _same_class(data[start - 1], token[0])) and not (
+                end < len(data) and _same_class(data[end], token[-1])):
+            return True
+        start = data.find(token, start + 1)
+    return False
+
+
+def _same_class(a: int, b: int) -> bool:
+    return (chr(a).isdigit() and chr(b).isdigit()) or (chr(a).isalpha() and chr(b).isalpha())
 
 
 def collect(datasets: list[Dataset], table: ActionTable) -> Identifiers:
@@ -109,8 +123,8 @@ def _collect(ds: Dataset, table: ActionTable, found: Identifiers) -> None:
         if tag.is_private:
             continue
         vr = raw.VR or _vr(tag)
-        if vr == "SQ":
-            for item in ds[tag].value or []:
+        if vr == "SQ" or (vr == "UN" and ds[tag].VR == "SQ"):
+            for item in sequence_items(ds, tag):
                 _collect(item, table, found)
             continue
         keyword = _TEXT_TAGS.get(tag)

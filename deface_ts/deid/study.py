@@ -73,7 +73,7 @@ def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_
         names = output_names(datasets)
         with pydicom_config.disable_value_validation():  # malformed input values pass through, never abort
             for ds, name in zip(datasets, names):
-                deid.dataset(deid.uids.remap(ds)).save_as(tmp / name, enforce_file_format=True)
+                deid.dataset(ds).save_as(tmp / name, enforce_file_format=True)
         report = {"deface_ts_version": __version__, "command": "deid", "files": names, "deid": summary(deid),
                   "timings_s": {"deid": round(time.perf_counter() - start, 3)}}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))

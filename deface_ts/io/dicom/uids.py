@@ -51,6 +51,19 @@ def same_encoding(new: Dataset, like: Dataset) -> Dataset:
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
+def sequence_items(ds: Dataset, tag) -> Sequence:
+    """The items of a sequence element, parsed aside when it is still raw.
+
+    The original dataset keeps its raw element: fewer live objects, and a copy
+    that is written unchanged writes the raw bytes as read instead of encoding
+    every item again.
+    """
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        return convert_raw_data_element(raw, encoding=ds._character_set, ds=ds).value
+    return ds[tag].value or Sequence()
+
+
 class UidMap:
     """Maps original UIDs to new ones, generated on first use.
 
@@ -129,9 +142,7 @@ class UidMap:
         """
         key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, str(charset))
         if key not in self._sequences:
-            # Parsed aside: the original dataset keeps its raw element (fewer live objects, same next time).
-            parsed = convert_raw_data_element(raw, encoding=ds._character_set, ds=ds)
-            items = [self.remap(item, charset) for item in parsed.value]
+            items = [self.remap(item, charset) for item in sequence_items(ds, raw.tag)]
             fp = DicomBytesIO()
             fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
             write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
