@@ -13,15 +13,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from deface_ts import __version__
 from deface_ts.deid.identifiers import Identifiers
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
-from deface_ts.io.dicom.uids import UidMap, sequence_items, shallow_copy
+from deface_ts.io.dicom.uids import UidMap, encode_sequence, sequence_items, shallow_copy
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
@@ -49,6 +50,8 @@ class HeaderDeidentifier:
     private_removed: int = 0
     defaced: bool = False
     _sequences: dict = field(default_factory=dict)
+    _values: dict = field(default_factory=dict)
+    _marks: dict = field(default_factory=dict)
 
     @property
     def offset(self) -> dt.timedelta:
@@ -75,7 +78,7 @@ class HeaderDeidentifier:
             action = self.profile.action(tag, vr)
             if action == "K" and vr not in ("SQ", "UI"):
                 continue
-            new = self._element(ds, tag, vr, action, path)
+            new = self._element_once(ds, tag, raw, vr, action, path)
             if new is _UNCHANGED:
                 continue
             changed = True
@@ -84,6 +87,15 @@ class HeaderDeidentifier:
             else:
                 out[tag] = new
         return out, changed
+
+    def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
+        """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
+        if vr == "SQ" or action == "C" or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+            return self._element(ds, tag, vr, action, path)
+        key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian)
+        if key not in self._values:
+            self._values[key] = self._element(ds, tag, vr, action, path)
+        return self._values[key]
 
     def _element(self, ds: Dataset, tag, vr: str, action: str, path: str):
         if action == "X":
@@ -120,7 +132,12 @@ class HeaderDeidentifier:
             new, item_changed = self._walk(item, f"{path}{name}[{n}].")
             items.append(new)
             changed |= item_changed
-        result = DataElement(tag, "SQ", Sequence(items)) if changed else _UNCHANGED
+        if not changed:
+            result = _UNCHANGED
+        elif key is not None:  # encoded once: an RTSTRUCT writes the same few hundred values thousands of times
+            result = encode_sequence(raw, items, ds._character_set)
+        else:
+            result = DataElement(tag, "SQ", Sequence(items))
         if key is not None:
             self._sequences[key] = result
         return result
@@ -186,7 +203,15 @@ class HeaderDeidentifier:
 
     def _mark(self, ds: Dataset) -> None:
         """PS3.15 E.1.1: Patient Identity Removed, the method, and a code per option applied (CID 7050)."""
-        ds.PatientIdentityRemoved = "YES"
+        encoding = tuple(ds.original_encoding)
+        if encoding not in self._marks:
+            self._marks[encoding] = self._marks_for(*encoding)
+        for element in self._marks[encoding]:
+            ds[element.tag] = element
+
+    def _marks_for(self, implicit: bool | None, little: bool | None) -> list:
+        """The marking elements, built once per encoding: encoding the code sequence for every CT slice
+        was a third of the time of writing the set."""
         codes = list(self.profile.options) + ([("113102", "Clean Recognizable Visual Features Option")]
                                               if self.defaced else [])
         items = []
@@ -194,11 +219,17 @@ class HeaderDeidentifier:
             item = Dataset()
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
         method = f"deface-ts {__version__}: {self.profile.name} (PS3.15 E.1-1 {self.profile.edition})"
-        ds.DeidentificationMethod = (method + ("; face removed" if self.defaced else ""))[:64]
+        marks = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+                 DataElement(0x00120063, "LO", (method + ("; face removed" if self.defaced else ""))[:64])]
+        if implicit is not None and little is not None:
+            empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)
+            marks.append(encode_sequence(empty, items, "iso8859"))  # DeidentificationMethodCodeSequence
+        else:
+            marks.append(DataElement(0x00120064, "SQ", Sequence(items)))
         if self.profile.shift_dates:
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            marks.append(DataElement(0x00280303, "CS", "MODIFIED"))  # LongitudinalTemporalInformationModified
+        return marks
 
 
 def _map_uids(element: DataElement, new):

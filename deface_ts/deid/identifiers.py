@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from deface_ts.deid.table import ActionTable
@@ -28,8 +29,8 @@ _TEXT_KEYWORDS = (
     "PersonTelephoneNumbers", "PersonAddress", "InstitutionDepartmentTypeCodeSequence",
 )
 _TEXT_TAGS = {tag_for_keyword(k): k for k in _TEXT_KEYWORDS if tag_for_keyword(k) is not None}
-_DIGITS = re.compile(rb"(?<![0-9.])[0-9]{3,}")
-_UID_RUN = re.compile(rb"[0-9][0-9.]{5,}[0-9]")
+# A UID has at least two dots: decimal numbers (contour coordinates) have at most one.
+_UID_RUN = re.compile(rb"(?<![0-9.])[0-9]+\.[0-9]+\.[0-9.]*[0-9]")
 
 
 @dataclass
@@ -58,21 +59,17 @@ class Identifiers:
 
     def find(self, data: bytes) -> str | None:
         """The kind of the first identifier found in ``data`` (case-insensitive), else None."""
-        for run in _DIGITS.findall(data):
-            digits = run.decode()
-            kind = self.numbers.get(digits)
-            if kind is None and len(digits) > 8 and self.numbers.get(digits[:8]) == "date":
-                kind = "date"  # the date part of a DT
-            if kind:
+        for number, kind in self.numbers.items():
+            # A date may go on as the time of a DT; no value starts inside a longer number or a decimal.
+            if _bounded_find(data, number.encode(), before=b"0123456789.",
+                             after=b"" if kind == "date" else b"0123456789"):
                 return kind
-        if self.uids:
-            found = {run.decode() for run in _UID_RUN.findall(data)} & self.uids
-            if found:
-                return "UID"
+        if self.uids and {run.decode() for run in _UID_RUN.findall(data)} & self.uids:
+            return "UID"
         if self.text:
             lowered = data.lower()
             for token, kind in self.tokens:
-                if _bounded_find(lowered, token):
+                if _bounded_find(lowered, token, _word_class(token[0]), _word_class(token[-1])):
                     return kind
         return None
 
@@ -89,43 +86,53 @@ class Identifiers:
         return self._tokens
 
 
-def _bounded_find(data: bytes, token: bytes) -> bool:
-    """Whether ``token`` occurs in ``data`` not as part of a longer word or number.
+def _bounded_find(data: bytes, token: bytes, before: bytes, after: bytes) -> bool:
+    """Whether ``token`` occurs in ``data`` with no byte of ``before`` just before it nor of ``after`` just after.
 
-    "doe" matches "doe1" and "mrn-doe", not "does"; a value starting with a digit
-    matches after letters ("mrn12345") but not inside a longer number. bytes.find
-    runs at memory speed, where one regular expression of every value did not.
+    "doe" matches "doe1" and "mrn-doe", not "does"; "12345" matches "mrn12345",
+    not "0.12345". bytes.find runs at memory speed, where one regular expression
+    of every value did not.
     """
     start = data.find(token)
     while start >= 0:
         end = start + len(token)
-        if not (start and _same_class(data[start - 1], token[0])) and not (
-                end < len(data) and _same_class(data[end], token[-1])):
+        if (start == 0 or data[start - 1] not in before) and (end == len(data) or data[end] not in after):
             return True
         start = data.find(token, start + 1)
     return False
 
 
-def _same_class(a: int, b: int) -> bool:
-    return (chr(a).isdigit() and chr(b).isdigit()) or (chr(a).isalpha() and chr(b).isalpha())
+_DIGIT_BYTES = b"0123456789"
+_LETTER_BYTES = bytes(c for c in range(256) if chr(c).isalpha())
+
+
+def _word_class(char: int) -> bytes:
+    """The bytes that would make ``char`` part of a longer word (letters) or number (digits)."""
+    return _DIGIT_BYTES if chr(char).isdigit() else _LETTER_BYTES if chr(char).isalpha() else b""
 
 
 def collect(datasets: list[Dataset], table: ActionTable) -> Identifiers:
     """Every identifying value of ``datasets`` at every depth (private elements are removed, not collected)."""
     found = Identifiers()
+    seen: set = set()  # raw values already read: the slices of a CT series repeat most of their header
     for ds in datasets:
-        _collect(ds, table, found)
+        _collect(ds, table, found, seen)
     return found
 
 
-def _collect(ds: Dataset, table: ActionTable, found: Identifiers) -> None:
+def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set) -> None:
     for tag, raw in ds.items():
         if tag.is_private:
             continue
+        if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+            key = (int(tag), raw.value)
+            if key in seen:
+                continue
+            seen.add(key)
         vr = raw.VR or _vr(tag)
         if vr == "SQ" or (vr == "UN" and ds[tag].VR == "SQ"):
             for item in sequence_items(ds, tag):
-                _collect(item, table, found)
+                _collect(item, table, found, seen)
             continue
         keyword = _TEXT_TAGS.get(tag)
         if vr not in ("PN", "DA", "DT", "UI") and keyword is None:

@@ -72,6 +72,7 @@ class Profile:
     overrides: dict[int, str] = field(default_factory=dict)
     options: tuple[tuple[str, str], ...] = ()
     shift_dates: bool = False
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def edition(self) -> str:
@@ -79,6 +80,12 @@ class Profile:
 
     def action(self, tag: int, vr: str) -> str:
         """The action for one element (public tags; private tags are always removed)."""
+        key = (tag, vr)
+        if key not in self._cache:
+            self._cache[key] = self._action(tag, vr)
+        return self._cache[key]
+
+    def _action(self, tag: int, vr: str) -> str:
         found = self.overrides.get(tag)
         if found is not None:
             return found

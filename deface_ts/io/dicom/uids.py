@@ -143,12 +143,17 @@ class UidMap:
         key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, str(charset))
         if key not in self._sequences:
             items = [self.remap(item, charset) for item in sequence_items(ds, raw.tag)]
-            fp = DicomBytesIO()
-            fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
-            write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
-            value = fp.getvalue()
-            self._sequences[key] = raw._replace(VR="SQ", length=len(value), value=value)
+            self._sequences[key] = encode_sequence(raw, items, charset)
         return self._sequences[key]
+
+
+def encode_sequence(raw: RawDataElement, items: list[Dataset], charset: str | list[str]) -> RawDataElement:
+    """``items`` as the raw element pydicom itself would write in place of ``raw`` (same encoding)."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
+    write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
+    value = fp.getvalue()
+    return raw._replace(VR="SQ", length=len(value), value=value)
 
 
 def _dictionary_vr(tag) -> str | None:
