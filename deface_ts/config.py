@@ -118,6 +118,15 @@ class VerifyConfig:
 
 
 @dataclass
+class DeidConfig:
+    """Header de-identification (PS3.15 Annex E) of the written DICOM set."""
+
+    profile: str = "rt-research"  # rt-research | basic | off | a YAML file overriding actions per keyword
+    key_file: str | None = None  # None: $DEFACE_TS_DEID_KEY, else ~/.config/deface-ts/deid.key (created, mode 600)
+    linkage: str | None = None  # old -> new IDs and UIDs; None: OUTPUT.linkage.csv beside the output folder
+
+
+@dataclass
 class Config:
     method: Method = "auto"  # auto | eyes | face | union | render
     eyes: EyesConfig = field(default_factory=EyesConfig)
@@ -127,6 +136,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     totalseg: TotalSegConfig = field(default_factory=TotalSegConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    deid: DeidConfig = field(default_factory=DeidConfig)
     post_check: bool = True
 
     def to_dict(self) -> dict:

@@ -17,12 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from deface_ts.checks.verify import post_check, post_check_volume, visual_check
 from deface_ts.config import Config
+from deface_ts.deid import session as deid_session
+from deface_ts.deid.headers import HeaderDeidentifier
 from deface_ts.errors import InputError
 from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import Volume
@@ -39,12 +41,18 @@ from deface_ts.report import Report, build_report, write_report
 
 
 def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
-           eyes_mask: Path | None = None, protect_masks: Sequence[Path] = ()) -> Report:
-    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report."""
+           eyes_mask: Path | None = None, protect_masks: Sequence[Path] = (), patient_id: str | None = None,
+           linkage: Path | None = None) -> Report:
+    """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report.
+
+    Header de-identification (``config.deid``) gives a DICOM set ``patient_id`` (else a keyed pseudonym) and
+    writes the old → new linkage to ``linkage`` (else ``config.deid.linkage``, else beside ``output``).
+    """
     timer = Timer()
     with timer.stage("load"):
         case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks)) if is_nifti(input)
-                           else DicomInput.load(Path(input), series_uid))
+                           else DicomInput.load(Path(input), series_uid, config, patient_id))
+    linkage_file = case.linkage_file(Path(output), linkage or config.deid.linkage)
     ct = case.ct
     with timer.stage("segment"):
         location = case.locator(config).locate(ct)
@@ -69,7 +77,10 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         report["verify"] = visual
         if config.verify.pictures:
             report["qc_pictures"] = pictures
+        report = case.deidentify_report(report, Path(input))
         write_report(tmp / "report.json", report)
+        case.check_shareable(tmp)  # after report.json: the report is searched too
+    case.write_linkage(linkage_file)
     return report
 
 
@@ -88,20 +99,29 @@ class CaseInput(Protocol):
               config: Config) -> tuple[Volume, dict[str, Any]]: ...
     def doses(self) -> tuple[Volume | None, Volume | None]: ...
     def describe(self, output: Path) -> Report: ...
+    def linkage_file(self, output: Path, requested: str | Path | None) -> Path | None: ...
+    def deidentify_report(self, report: Report, input: Path) -> Report: ...
+    def check_shareable(self, folder: Path) -> None: ...
+    def write_linkage(self, path: Path | None) -> None: ...
 
 
 @dataclass
 class DicomInput:
-    """A DICOM-RT study: CT, and where present RTSTRUCT, RTPLAN, RTDOSE."""
+    """A DICOM-RT study: CT, and where present RTSTRUCT, RTPLAN, RTDOSE; headers de-identified unless off."""
 
     case: Case
+    deid: HeaderDeidentifier | None = None
     applied: Applied | None = None
     written: Case | None = None
     uids: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, folder: Path, series_uid: str | None) -> DicomInput:
-        return cls(load_case(folder, series_uid))
+    def load(cls, folder: Path, series_uid: str | None, config: Config, patient_id: str | None) -> DicomInput:
+        case = load_case(folder, series_uid)
+        objects = [o.dataset for o in (case.structures, case.rtplan) if o is not None] + [d.dataset for d in case.doses]
+        deid = deid_session.prepare([*case.ct.datasets, *objects], config.deid, patient_id, defaced=True,
+                                    where=str(case.files.ct[0].path.parent))
+        return cls(case, deid)
 
     @property
     def ct(self) -> Volume:
@@ -140,7 +160,9 @@ class DicomInput:
             # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
             nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", self.ct.with_array(self.applied.hu), plan,
                                      hu_dtype=self.ct.array.dtype) if config.output.nifti else None
-            written = write_case(self.case, self.applied.changes, folder / "dicom", UidMap(config.output.uid_salt))
+            uids = self.deid.uids if self.deid is not None else UidMap(config.output.uid_salt)
+            transform = self.deid.dataset if self.deid is not None else None
+            written = write_case(self.case, self.applied.changes, folder / "dicom", uids, transform)
             if nifti_done is not None:
                 nifti_done.result()
         self.uids = written.uids
@@ -167,6 +189,24 @@ class DicomInput:
                            "ct_series_instance_uid": self.case.files.series_uid, "warnings": self.case.warnings}
         report["output"] = {"folder": str(output), "uids": self.uids}
         return report
+
+    def linkage_file(self, output: Path, requested: str | Path | None) -> Path | None:
+        return deid_session.linkage_path(output, requested) if self.deid is not None else None
+
+    def deidentify_report(self, report: Report, input: Path) -> Report:
+        """Without input paths, original UIDs or identifying ROI names when the headers are de-identified."""
+        if self.deid is None:
+            report["deid"] = {"profile": "off", "headers": "copied from the input (identifying values kept)"}
+            return report
+        return cast(Report, deid_session.apply_to_report(dict(report), self.deid, input))
+
+    def check_shareable(self, folder: Path) -> None:
+        if self.deid is not None:
+            deid_session.check_output(folder, self.deid)
+
+    def write_linkage(self, path: Path | None) -> None:
+        if self.deid is not None and path is not None:
+            deid_session.write_linkage(path, self.deid)
 
 
 @dataclass
@@ -220,6 +260,20 @@ class NiftiInput:
                    "protect_masks": [name for name, _ in self.protect]},
             output={"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
                     "protection_mask": "protection_mask.nii.gz"})
+
+    # A NIfTI CT carries no DICOM header to de-identify: no linkage, nothing to scan.
+    def linkage_file(self, output: Path, requested: str | Path | None) -> Path | None:
+        return None
+
+    def deidentify_report(self, report: Report, input: Path) -> Report:
+        report["deid"] = {"profile": "not applicable", "headers": "NIfTI input has no DICOM headers"}
+        return report
+
+    def check_shareable(self, folder: Path) -> None:
+        return None
+
+    def write_linkage(self, path: Path | None) -> None:
+        return None
 
 
 class Timer:

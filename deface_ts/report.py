@@ -53,6 +53,7 @@ class Report(TypedDict, total=False):
     input: dict[str, Any]
     output: dict[str, Any]
     versions: dict[str, str]
+    deid: dict[str, Any]  # header de-identification: profile, key fingerprint, pseudonym, echo scan
 
 
 def build_report(ct: Volume, location: FaceLocation, plan: RemovalPlan, config: Config,

@@ -31,6 +31,20 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"required extra missing (DEFACE_TS_REQUIRE_EXTRAS=1): {reason}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def deid_key_home(tmp_path_factory):
+    """De-identification keys created by tests go to a test folder, never to the user's ~/.config."""
+    saved = {name: os.environ.get(name) for name in ("XDG_CONFIG_HOME", "DEFACE_TS_DEID_KEY")}
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    os.environ.pop("DEFACE_TS_DEID_KEY", None)
+    yield Path(os.environ["XDG_CONFIG_HOME"])
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def phantom_cache(tmp_path_factory):
     """Write each distinct phantom once per session; tests copy it before changing anything."""

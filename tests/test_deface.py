@@ -120,7 +120,11 @@ def test_outputs_valid_and_linked(defaced, tmp_path):
         assert [e for e in dciodvfy_errors(new, tmp_path) if e.split(" ", 1)[-1] not in known] == []
     assert report["post_check"]["passed"] and report["post_check"]["references_resolved"]
     assert after.ct.datasets[0].RecognizableVisualFeatures == "NO"
-    assert not set(report["output"]["uids"].values()) & set(report["output"]["uids"].keys())
+    # With header de-identification on (the default) the old -> new UIDs are in the linkage file, not the report.
+    linkage = [line.split(",") for line in (out.parent / f"{out.name}.linkage.csv").read_text().splitlines()]
+    uids = {old: new for kind, old, new in linkage if kind == "UID"}
+    assert uids and not set(uids.values()) & set(uids) and "uids" not in report["output"]
+    assert str(after.ct.datasets[0].SOPInstanceUID) in set(uids.values())
 
 
 @requires_plastimatch

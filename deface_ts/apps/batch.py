@@ -2,7 +2,9 @@
 
 The manifest is a CSV with the columns ``case`` (the output folder's name),
 ``input`` (a DICOM study folder or a NIfTI CT; relative to the manifest) and
-optionally ``series`` (a SeriesInstanceUID). Case ``c`` is written to
+optionally ``series`` (a SeriesInstanceUID) and ``patient_id`` (the pseudonym
+of the de-identified headers). The de-identification linkage of the run goes
+outside the output root: ``OUTPUT_ROOT.linkage/<case>.csv``. Case ``c`` is written to
 ``OUTPUT_ROOT/c``; the pipeline renames that folder into place only when the
 case passed every check, so its ``report.json`` is the done marker:
 
@@ -53,6 +55,7 @@ class BatchCase:
     name: str
     input: Path
     series: str | None = None
+    patient_id: str | None = None  # pseudonym for the de-identified headers (manifest column patient_id)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def read_manifest(path: Path) -> list[BatchCase]:
             raise InputError(f"{path}, line {line}: case {name!r} has no input")
         seen[name] = line
         series = (row.get("series") or "").strip() or None
-        cases.append(BatchCase(index, name, (path.parent / source).resolve(), series))
+        patient_id = (row.get("patient_id") or "").strip() or None
+        cases.append(BatchCase(index, name, (path.parent / source).resolve(), series, patient_id))
     return cases
 
 
@@ -118,7 +122,8 @@ def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
         return CaseResult(case, "skipped", 0, "already done")
     start = time.perf_counter()
     try:
-        deface(case.input, output_root / case.name, config, series_uid=case.series)
+        deface(case.input, output_root / case.name, config, series_uid=case.series, patient_id=case.patient_id,
+               linkage=linkage_folder(output_root, config) / f"{case.name}.csv")
     except DefaceError as exc:
         _write_record(record, case, exc.exit_code, str(exc), exc.__class__.__name__)
         return CaseResult(case, "failed", exc.exit_code, str(exc))
@@ -130,6 +135,13 @@ def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
     record.unlink(missing_ok=True)
     shutil.rmtree(output_root / f"{case.name}.verify-failed", ignore_errors=True)
     return CaseResult(case, "done", 0, f"{time.perf_counter() - start:.1f} s")
+
+
+def linkage_folder(output_root: Path, config: Config) -> Path:
+    """One folder of linkage files for the run, outside the output root (which is what gets shared)."""
+    if config.deid.linkage:
+        return Path(config.deid.linkage)
+    return Path(output_root).parent / f"{Path(output_root).name}.linkage"
 
 
 def _write_record(path: Path, case: BatchCase, code: int, message: str, kind: str, trace: str | None = None) -> None:

@@ -39,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     _deface_options(deface)
 
     batch = sub.add_parser("batch", help="deface the cases of a manifest CSV (one per Slurm array task, or all)",
-                           description="MANIFEST: CSV with columns case, input[, series]. Each case is written to "
-                           "OUTPUT_ROOT/<case>; done cases are skipped, a failed case leaves <case>.failed.json. "
+                           description="MANIFEST: CSV with columns case, input[, series, patient_id]. Each case is "
+                           "written to "
+                           "OUTPUT_ROOT/<case>; done cases are skipped, a failed case leaves <case>.failed.json; the linkage of "
+                           "each case goes to OUTPUT_ROOT.linkage/<case>.csv (or --linkage FOLDER). "
                            "Without --index the task number comes from $SLURM_ARRAY_TASK_ID; with neither, "
                            "every case runs in turn.")
     batch.add_argument("manifest", type=Path)
@@ -53,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--sbatch-option", action="append", default=[], metavar="OPT",
                        help="with --submit: extra #SBATCH line, e.g. '--mem=8G' (repeatable)")
     _deface_options(batch, for_demo=True, overwrite=False)  # a case is done once; its folder is never replaced
+
+    deid = sub.add_parser("deid", help="de-identify the headers of a DICOM-RT folder (no face removal)",
+                          description="Every DICOM file under INPUT is written to OUTPUT with its headers "
+                          "de-identified (PS3.15 Annex E, profile rt-research by default) and its pixel data "
+                          "bit-identical; the old -> new linkage goes to a file outside OUTPUT.")
+    deid.add_argument("input", type=Path)
+    deid.add_argument("output", type=Path)
+    deid.add_argument("--config", help="YAML configuration (its deid: section is used)")
+    deid.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    _deid_options(deid)
 
     demo = sub.add_parser("demo", help="generate the built-in phantom study and deface it")
     demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
@@ -110,11 +122,22 @@ def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, ove
     parser.add_argument("--no-nifti", action="store_true", help="skip NIfTI copies of the result")
     if overwrite:
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    _deid_options(parser, patient_id=not for_demo)
     if not for_demo:
         parser.add_argument("--series", help="SeriesInstanceUID of the CT series")
         parser.add_argument("--eyes-mask", type=Path, help="NIfTI input: eye mask on the CT grid")
         parser.add_argument("--protect-mask", type=Path, action="append", default=[],
                             help="NIfTI input: mask of voxels never to change (repeatable)")
+
+
+def _deid_options(parser: argparse.ArgumentParser, patient_id: bool = True) -> None:
+    parser.add_argument("--deid", metavar="PROFILE", help="header de-identification: rt-research (default), basic, "
+                        "off, or a YAML file overriding actions per attribute keyword")
+    parser.add_argument("--deid-key", metavar="FILE", help="secret key file (mode 600); default $DEFACE_TS_DEID_KEY, "
+                        "else ~/.config/deface-ts/deid.key, created on first use")
+    parser.add_argument("--linkage", metavar="FILE", help="where the old -> new IDs and UIDs go (outside the output)")
+    if patient_id:
+        parser.add_argument("--patient-id", help="pseudonym for PatientID and PatientName (default: keyed hash)")
 
 
 def _config(args: argparse.Namespace):
@@ -134,6 +157,9 @@ def _config(args: argparse.Namespace):
         "output.nifti": False if args.no_nifti else None,
         "protect.patterns": base.protect.patterns + args.protect if args.protect else None,
         "eyes.include": base.eyes.include + args.eye_pattern if args.eye_pattern else None,
+        "deid.profile": args.deid,
+        "deid.key_file": args.deid_key,
+        "deid.linkage": str(args.linkage) if args.linkage else None,
     }
     return load_config(args.config, overrides)
 
@@ -150,6 +176,12 @@ def _print_report(report: Report) -> None:
     check = report["post_check"]
     print("  post-check: " + ("passed" if check.get("passed") else "SKIPPED"))
     print(f"  verify: {report['verify']['status']}")
+    deid = report.get("deid", {})
+    if "key_fingerprint" in deid:
+        print(f"  headers: {deid['profile']} (key {deid['key_fingerprint']}), patient {deid['patient_id']}; "
+              "echo scan passed")
+    elif deid:
+        print("  headers: NOT de-identified (--deid off)")
     print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
 
 
@@ -177,8 +209,19 @@ def _run(args: argparse.Namespace) -> int:
         from deface_ts.pipeline import deface
 
         report = deface(args.input, args.output, _config(args), series_uid=args.series, overwrite=args.overwrite,
-                        eyes_mask=args.eyes_mask, protect_masks=args.protect_mask)
+                        eyes_mask=args.eyes_mask, protect_masks=args.protect_mask, patient_id=args.patient_id,
+                        linkage=args.linkage)
         _print_report(report)
+    elif args.command == "deid":
+        from deface_ts.config import load_config
+        from deface_ts.deid.study import deidentify_folder
+
+        config = load_config(args.config, {"deid.profile": args.deid, "deid.key_file": args.deid_key,
+                                           "deid.linkage": args.linkage})
+        report = deidentify_folder(args.input, args.output, config.deid, patient_id=args.patient_id,
+                                   overwrite=args.overwrite)
+        print(f"de-identified: {args.output} ({len(report['files'])} files, profile {report['deid']['profile']}, "
+              f"key {report['deid']['key_fingerprint']}); linkage: {report['linkage']}")
     elif args.command == "demo":
         from deface_ts.phantom import PhantomOptions, write_phantom_study
         from deface_ts.pipeline import deface

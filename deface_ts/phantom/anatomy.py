@@ -98,7 +98,7 @@ class PhantomOptions:
     noise_hu: float = 8.0
     seed: int = 0
     patient_id: str = "PHANTOM001"
-    patient_name: str = "Phantom^Head"
+    patient_name: str = "Doe^Jane"
     air_noise_hu: float = 8.0  # noise in the air around the patient too, as real scanners have (0: exactly -1000)
     fov_padding: bool = False  # int16 only: -3024 (PixelPaddingValue) outside the circular reconstruction field
 

@@ -70,8 +70,8 @@ def _base(options: PhantomOptions, sop_class: str, sop_uid: str, modality: str, 
     ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = _DATE, _TIME, _DATE, _TIME
     ds.AccessionNumber, ds.ReferringPhysicianName, ds.OperatorsName = "", "", ""
     ds.Modality = modality
-    ds.Manufacturer, ds.ManufacturerModelName = "deface-ts phantom", "analytic head and neck"
-    ds.StationName, ds.SoftwareVersions = "PHANTOM", "1"
+    ds.Manufacturer, ds.ManufacturerModelName = "deface-ts", "analytic model"
+    ds.StationName, ds.SoftwareVersions = "SIMCT01", "1"
     ds.StudyDescription = "Head and neck phantom"
     ds.SeriesDescription = {"CT": "Planning CT", "RTSTRUCT": "Structures", "RTPLAN": "Plan", "RTDOSE": "Dose"}[modality]
     ds.PatientName, ds.PatientID = options.patient_name, options.patient_id

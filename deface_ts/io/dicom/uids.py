@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 
 from pydicom.datadict import dictionary_VR
@@ -49,24 +51,53 @@ def same_encoding(new: Dataset, like: Dataset) -> Dataset:
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
+def sequence_items(ds: Dataset, tag) -> Sequence:
+    """The items of a sequence element, parsed aside when it is still raw.
+
+    The original dataset keeps its raw element: fewer live objects, and a copy
+    that is written unchanged writes the raw bytes as read instead of encoding
+    every item again.
+    """
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        return convert_raw_data_element(raw, encoding=ds._character_set, ds=ds).value
+    return ds[tag].value or Sequence()
+
+
 class UidMap:
     """Maps original UIDs to new ones, generated on first use.
 
     With a ``salt`` the new UIDs are a deterministic hash of salt and old UID
     (re-running gives the same output); without one, a random salt is drawn.
+    With a secret ``key`` (header de-identification) they are an HMAC of key and
+    old UID under the 2.25 root, so only the key holder can link them back.
     """
 
-    def __init__(self, salt: str | None = None):
+    def __init__(self, salt: str | None = None, key: bytes | None = None):
         self.salt = salt if salt is not None else secrets.token_hex(16)
+        self.key = key
         self.mapping: dict[str, str] = {}
+        self._issued: set[str] = set()
         self._sequences: dict[tuple, RawDataElement] = {}
 
     def new(self, uid: str) -> str:
         uid = str(uid)
         if uid not in self.mapping:
-            self.mapping[uid] = generate_uid(entropy_srcs=[self.salt, uid])
+            self.mapping[uid] = self._generate(uid)
+            self._issued.add(self.mapping[uid])
             self._sequences.clear()  # remapped sequences may contain this UID
         return self.mapping[uid]
+
+    def _generate(self, uid: str) -> str:
+        if self.key is None:
+            return generate_uid(entropy_srcs=[self.salt, uid])
+        # 128 bits of the HMAC as a decimal integer under 2.25 (PS3.5 B.2): at most 44 characters.
+        digest = hmac.new(self.key, b"uid\0" + uid.encode(), hashlib.sha256).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+    def issued(self, uid: str) -> bool:
+        """Whether ``uid`` is one of the new UIDs this map generated (so it must not be mapped again)."""
+        return str(uid) in self._issued
 
     def get(self, uid: str) -> str:
         return self.mapping.get(str(uid), str(uid))
@@ -111,15 +142,18 @@ class UidMap:
         """
         key = (raw.tag, raw.value, raw.is_implicit_VR, raw.is_little_endian, str(charset))
         if key not in self._sequences:
-            # Parsed aside: the original dataset keeps its raw element (fewer live objects, same next time).
-            parsed = convert_raw_data_element(raw, encoding=ds._character_set, ds=ds)
-            items = [self.remap(item, charset) for item in parsed.value]
-            fp = DicomBytesIO()
-            fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
-            write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
-            value = fp.getvalue()
-            self._sequences[key] = raw._replace(VR="SQ", length=len(value), value=value)
+            items = [self.remap(item, charset) for item in sequence_items(ds, raw.tag)]
+            self._sequences[key] = encode_sequence(raw, items, charset)
         return self._sequences[key]
+
+
+def encode_sequence(raw: RawDataElement, items: list[Dataset], charset: str | list[str]) -> RawDataElement:
+    """``items`` as the raw element pydicom itself would write in place of ``raw`` (same encoding)."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = raw.is_implicit_VR, raw.is_little_endian
+    write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
+    value = fp.getvalue()
+    return raw._replace(VR="SQ", length=len(value), value=value)
 
 
 def _dictionary_vr(tag) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from pydicom import config
@@ -67,9 +68,13 @@ def _set(ds: Dataset, keyword: str, vr: str, value) -> None:
     ds[tag] = DataElement(tag, vr, value)
 
 
-def _save(ds: Dataset, path: Path) -> None:
+#: A last change to each dataset before it is saved (header de-identification); it returns a new dataset.
+Transform = Callable[[Dataset], Dataset]
+
+
+def _save(ds: Dataset, path: Path, transform: Transform | None = None) -> None:
     _set(ds.file_meta, "MediaStorageSOPInstanceUID", "UI", ds.SOPInstanceUID)
-    ds.save_as(path, enforce_file_format=True)
+    (transform(ds) if transform is not None else ds).save_as(path, enforce_file_format=True)
 
 
 def _new_identity(ds: Dataset, uids: UidMap) -> Dataset:
@@ -96,7 +101,7 @@ def _mark_defaced(ds: Dataset) -> None:
     _set(ds, "DeidentificationMethod", "LO", f"deface-ts {__version__}: face removed")
 
 
-def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap) -> list[Path]:
+def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap, transform: Transform | None = None) -> list[Path]:
     ct = case.ct
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -118,12 +123,12 @@ def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap) -> list[P
         if changes.defaced:
             _mark_defaced(ds)
         path = folder / f"CT_{k + 1:04d}.dcm"
-        _save(ds, path)
+        _save(ds, path, transform)
         paths.append(path)
     return paths
 
 
-def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap) -> Path:
+def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap, transform: Transform | None = None) -> Path:
     structures = case.structures
     assert structures is not None
     ds = _new_identity(structures.dataset, uids)
@@ -137,7 +142,7 @@ def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap) -> Pa
             else:
                 items.append(original)
         _set(ds, "ROIContourSequence", "SQ", Sequence(items))
-    _save(ds, path)
+    _save(ds, path, transform)
     return path
 
 
@@ -147,7 +152,8 @@ def _rois_in_contour_order(case: Case):
         yield by_number.get(int(item.get("ReferencedROINumber", -1)))
 
 
-def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids: UidMap) -> Path:
+def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids: UidMap,
+               transform: Transform | None = None) -> Path:
     dose = case.doses[index]
     ds = _new_identity(dose.dataset, uids)
     if zero is not None and zero.any():
@@ -156,22 +162,23 @@ def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids
         if dose.dataset.file_meta.TransferSyntaxUID.is_compressed:
             _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
         _set(ds, "PixelData", "OW", stored.reshape(dose.dataset.pixel_array.shape).tobytes())
-    _save(ds, path)
+    _save(ds, path, transform)
     return path
 
 
-def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None = None) -> Written:
-    """Write the derived set into ``folder`` (which the caller made atomic).
+def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None = None,
+               transform: Transform | None = None) -> Written:
+    """Write the derived set into ``folder`` (which the caller made atomic); ``transform`` each dataset last.
 
     Value validation is off while writing: every value is either copied from
     the input (real headers carry malformed dates and the like, which must
     pass through untouched rather than abort the case) or generated here.
     """
     with config.disable_value_validation():
-        return _write_case(case, changes, folder, uids or UidMap())
+        return _write_case(case, changes, folder, uids or UidMap(), transform)
 
 
-def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap) -> Written:
+def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap, transform: Transform | None) -> Written:
     # Reserve UIDs of every object first so cross-references resolve whatever the writing order.
     for ds in case.ct.datasets:
         uids.new(ds.SOPInstanceUID)
@@ -179,14 +186,14 @@ def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap) -> Wri
     for ds in [case.ct.datasets[0], *others]:
         uids.new(ds.SOPInstanceUID)
         uids.new(ds.SeriesInstanceUID)
-    ct_files = write_ct(case, changes, folder, uids)
-    rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids) if case.structures else None
+    ct_files = write_ct(case, changes, folder, uids, transform)
+    rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids, transform) if case.structures else None
     rtplan = None
     if case.rtplan is not None:
         rtplan = folder / "RTPLAN.dcm"
-        _save(_new_identity(case.rtplan.dataset, uids), rtplan)
+        _save(_new_identity(case.rtplan.dataset, uids), rtplan, transform)
     doses = []
     for n in range(len(case.doses)):
         zero = changes.dose_zero[n] if n < len(changes.dose_zero) else None
-        doses.append(write_dose(case, n, zero, folder / f"RTDOSE_{n + 1}.dcm", uids))
+        doses.append(write_dose(case, n, zero, folder / f"RTDOSE_{n + 1}.dcm", uids, transform))
     return Written(folder, ct_files, rtstruct, rtplan, doses, dict(uids.mapping))

@@ -1,0 +1,237 @@
+"""Header de-identification of a PHI-laden DICOM-RT study through `deface-ts deid` and `deface-ts deface`.
+
+Independent of the tool's own echo scan, every output byte is searched for the planted values.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from deface_ts.apps.cli import main
+from deface_ts.deid.table import EDITION, load_table
+from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch
+from tests.deid.phi_study import DATES, PATIENT_ID, PHI_ROI, PLANTED, REVIEW_DATE, write_phi_study
+
+
+@pytest.fixture(scope="module")
+def phi(tmp_path_factory):
+    return write_phi_study(tmp_path_factory.mktemp("phi") / "study")
+
+
+@pytest.fixture
+def key(tmp_path):
+    path = tmp_path / "site.key"
+    path.write_text("a-site-secret-of-enough-length-1\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deid_run(phi, tmp_path_factory):
+    """`deface-ts deid` with one key; module-scoped: several tests read the same output."""
+    root = tmp_path_factory.mktemp("deid-run")
+    key = root / "site.key"
+    key.write_text("a-site-secret-of-enough-length-1\n")
+    key.chmod(0o600)
+    out = root / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key)]) == 0
+    return out, key
+
+
+def planted_in(folder: Path, originals: set[str]) -> list[str]:
+    """(file, value) pairs of planted values or original UIDs found anywhere in the bytes of ``folder``."""
+    found = []
+    for path in folder.rglob("*"):
+        data = path.read_bytes().lower() if path.is_file() else b""
+        for value in PLANTED + sorted(originals):
+            if value.lower().encode() in data or value.lower() in str(path).lower():
+                found.append(f"{path.name}: {value}")
+    return found
+
+
+def datasets(folder: Path) -> list[pydicom.Dataset]:
+    return [pydicom.dcmread(p) for p in sorted(folder.rglob("*.dcm"))]
+
+
+def walk(ds: pydicom.Dataset):
+    for element in ds:
+        yield element
+        if element.VR == "SQ":
+            for item in element.value:
+                yield from walk(item)
+
+
+def test_table_is_packaged_with_its_edition():
+    table = load_table()
+    assert table.edition == EDITION == "2026c"
+    assert table.action(0x00100010) == "Z"  # PatientName
+    assert table.action(0x00081155) == "U"  # ReferencedSOPInstanceUID
+    assert table.action(0x60023000) == "X"  # Overlay Data, repeating group 60xx
+    assert table.action(0x300A00C2) is None  # Beam Name: missing from the table, hence the RT list
+    assert set(table.by_tag.values()) <= {"D", "Z", "X", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
+
+
+def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
+    out, _ = deid_run
+    assert planted_in(out, phi.original_uids) == []
+    report = json.loads((out / "report.json").read_text())
+    assert str(phi.folder) not in (out / "report.json").read_text()
+    assert report["deid"]["echo_scan"].startswith("passed")
+    originals = {str(ds.SOPInstanceUID): ds for ds in datasets(phi.folder)}
+    linkage = {row["original"]: row["new"] for row in csv.DictReader(open(out.parent / "out.linkage.csv"))}
+    for ds in datasets(out):
+        assert not any(e.tag.is_private for e in walk(ds)), "private element left"
+        assert ds.PatientID == ds.PatientName == report["deid"]["patient_id"]
+        assert (ds.PatientSex, ds.PatientAge) == ("F", "066Y")  # Retain Patient Characteristics
+        original = originals[next(old for old, new in linkage.items() if new == ds.SOPInstanceUID)]
+        if "PixelData" in ds:
+            assert ds.PixelData == original.PixelData
+        assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_deid_shifts_every_date_by_one_offset(phi, deid_run):
+    out, _ = deid_run
+    shifted = {str(ds.Modality): ds for ds in datasets(out)}
+    day = lambda text: dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))  # noqa: E731
+    offset = day(shifted["CT"].StudyDate) - day(DATES["CT"])
+    assert offset.days != 0 and offset.days % 7 == 0
+    assert day(shifted["RTSTRUCT"].StructureSetDate) - day(DATES["RTSTRUCT"]) == offset
+    assert day(shifted["RTPLAN"].RTPlanDate) - day(DATES["RTPLAN"]) == offset
+    assert day(shifted["RTPLAN"].ReviewDate) - day(REVIEW_DATE) == offset
+    assert day(shifted["RTDOSE"].ContentDate) - day(DATES["RTDOSE"]) == offset
+    assert shifted["RTPLAN"].ReviewTime == "101500"  # times kept
+    assert shifted["CT"].PatientBirthDate == ""
+
+
+def test_deid_references_stay_closed(phi, deid_run):
+    out, _ = deid_run
+    objects = datasets(out)
+    # The RTReferencedStudySequence references the study itself (Study Component Management SOP class).
+    sops = {str(ds.SOPInstanceUID) for ds in objects} | {str(ds.StudyInstanceUID) for ds in objects}
+    frames = {str(ds.FrameOfReferenceUID) for ds in objects if "FrameOfReferenceUID" in ds}
+    assert len(frames) == 1 and len({str(ds.StudyInstanceUID) for ds in objects}) == 1
+    referenced = [str(e.value) for ds in objects for e in walk(ds) if e.keyword == "ReferencedSOPInstanceUID"]
+    assert referenced and set(referenced) <= sops
+    frame_refs = {str(e.value) for ds in objects for e in walk(ds)
+                  if e.keyword in ("ReferencedFrameOfReferenceUID", "FrameOfReferenceUID")}
+    assert frame_refs == frames
+
+
+def test_deid_rt_text_and_roi_names(phi, deid_run):
+    out, _ = deid_run
+    by_modality = {str(ds.Modality): ds for ds in datasets(out)}
+    plan, structures = by_modality["RTPLAN"], by_modality["RTSTRUCT"]
+    assert "RTPlanName" not in plan and "ToleranceTableLabel" not in plan.ToleranceTableSequence[0]
+    assert all(b.TreatmentMachineName == "" and "BeamDescription" not in b for b in plan.BeamSequence)
+    names = {item.ROIName for item in structures.StructureSetROISequence}
+    original = {item.ROIName for item in pydicom.dcmread(phi.folder / "structures.dcm").StructureSetROISequence}
+    assert PHI_ROI not in names and (original - {PHI_ROI}) <= names  # PTV/GTV/OAR names untouched
+    report = json.loads((out / "report.json").read_text())
+    assert report["deid"]["renamed_rois"] == sorted(names - original)
+
+
+def test_deid_is_deterministic_per_key(phi, deid_run, tmp_path, key):
+    out, first_key = deid_run
+    again = tmp_path / "again"
+    assert main(["deid", str(phi.folder), str(again), "--deid-key", str(first_key)]) == 0
+    for path in out.glob("*.dcm"):
+        assert (again / path.name).read_bytes() == path.read_bytes()
+    other = tmp_path / "other"
+    os.environ["DEFACE_TS_DEID_KEY"] = "another-secret-entirely-different"
+    try:
+        assert main(["deid", str(phi.folder), str(other)]) == 0
+    finally:
+        del os.environ["DEFACE_TS_DEID_KEY"]
+    a, b = pydicom.dcmread(out / "RTPLAN_0001.dcm"), pydicom.dcmread(other / "RTPLAN_0001.dcm")
+    assert a.SOPInstanceUID != b.SOPInstanceUID and a.PatientID != b.PatientID and a.RTPlanDate != b.RTPlanDate
+
+
+def test_deid_linkage_outside_output(phi, deid_run):
+    out, key = deid_run
+    linkage = out.parent / "out.linkage.csv"
+    assert stat.S_IMODE(linkage.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(open(linkage)))
+    assert {"kind": "PatientID", "original": PATIENT_ID, "new": pydicom.dcmread(out / "CT_0001.dcm").PatientID} in rows
+    assert {r["original"] for r in rows if r["kind"] == "UID"} >= phi.original_uids
+    assert key.read_text().strip() not in linkage.read_text() + (out / "report.json").read_text()
+
+
+def test_auto_key_is_private_and_reused(phi, tmp_path, deid_key_home):
+    assert main(["deid", str(phi.folder), str(tmp_path / "a")]) == 0
+    key_file = deid_key_home / "deface-ts" / "deid.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert main(["deid", str(phi.folder), str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "CT_0001.dcm").read_bytes() == (tmp_path / "b" / "CT_0001.dcm").read_bytes()
+
+
+def test_key_readable_by_others_is_refused(phi, tmp_path, key, capsys):
+    key.chmod(0o644)
+    assert main(["deid", str(phi.folder), str(tmp_path / "out"), "--deid-key", str(key)]) == 5
+    assert "chmod 600" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_broken_profile_echo_is_caught_and_nothing_written(phi, tmp_path, key, capsys):
+    profile = tmp_path / "broken.yaml"
+    profile.write_text("base: rt-research\nactions:\n  InstitutionName: K\n")
+    out = tmp_path / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", str(profile)]) == 6
+    err = capsys.readouterr().err
+    assert "InstitutionName (InstitutionName)" in err and "Elsewhere" not in err
+    assert not out.exists() and not (tmp_path / "out.linkage.csv").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_echo_in_private_un_bytes_is_caught(phi, tmp_path, key, capsys):
+    """A profile that kept private elements would leak the implicit-VR dose's UN block: the scan reads bytes."""
+    from deface_ts.config import DeidConfig
+    from deface_ts.deid.session import check_output, prepare
+    from deface_ts.deid.study import read_folder
+
+    files = read_folder(phi.folder)
+    deid = prepare([ds for _, ds in files], DeidConfig(key_file=str(key)))
+    dose = next(ds for _, ds in files if ds.Modality == "RTDOSE")
+    out = tmp_path / "scan"
+    out.mkdir()
+    kept = deid.dataset(dose)
+    kept.add(dose[0x32530010])
+    kept.add(dose[0x32531002])
+    kept.save_as(out / "RTDOSE.dcm", enforce_file_format=True)
+    with pytest.raises(Exception) as error:
+        check_output(out, deid)
+    assert "RTDOSE.dcm: (3253,1002) (PatientID)" in str(error.value) and PATIENT_ID not in str(error.value)
+
+
+@requires_dciodvfy
+def test_deid_output_is_no_less_valid(phi, deid_run, tmp_path):
+    out, _ = deid_run
+    inputs = {str(ds.Modality): p for p in sorted(phi.folder.iterdir()) if (ds := pydicom.dcmread(p, stop_before_pixels=True))}
+    for path in sorted(out.glob("*_0001.dcm")):
+        modality = path.name.split("_")[0]
+        assert len(dciodvfy_errors(path, tmp_path)) <= len(dciodvfy_errors(inputs[modality], tmp_path)), path.name
+
+
+@requires_plastimatch
+def test_plastimatch_reads_deid_set(phi, deid_run, tmp_path):
+    """A planning-system-like reader sees the same CT, the same number of structures and the dose."""
+    import numpy as np
+
+    from deface_ts.io import nifti
+
+    out, _ = deid_run
+    for name, folder in (("in", phi.folder), ("out", out)):
+        plastimatch_convert(["--input", str(folder), "--output-img", str(tmp_path / f"{name}.nii.gz"),
+                             "--output-prefix", str(tmp_path / f"{name}_rois"), "--prefix-format", "nii.gz",
+                             "--xor-contours", "--output-dose-img", str(tmp_path / f"{name}_dose.nii.gz")])
+    assert np.array_equal(nifti.load(tmp_path / "in.nii.gz").array, nifti.load(tmp_path / "out.nii.gz").array)
+    assert np.array_equal(nifti.load(tmp_path / "in_dose.nii.gz").array, nifti.load(tmp_path / "out_dose.nii.gz").array)
+    rois = [len(list((tmp_path / f"{name}_rois").glob("*.nii.gz"))) for name in ("in", "out")]
+    assert rois[0] == rois[1] >= 15

@@ -1,0 +1,108 @@
+"""The parts of header de-identification on their own: identifier matching, profiles, keys, date shifts."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from deface_ts.config import DeidConfig
+from deface_ts.deid.identifiers import Identifiers
+from deface_ts.deid.keys import DeidKey, load_key
+from deface_ts.deid.profile import builtin_profile, load_profile
+from deface_ts.deid.session import prepare
+from deface_ts.errors import ConfigError, InputError
+
+
+def identifiers() -> Identifiers:
+    found = Identifiers()
+    found.add("Doe", "PatientName component")
+    found.add("12345", "PatientID")
+    found.add("20250310", "date")
+    found.add("1.2.840.99.1", "UID")
+    found.add("Q", "PatientName component")
+    return found
+
+
+@pytest.mark.parametrize("text, kind", [
+    (b"DOE^JOHN", "PatientName component"), (b"mrn-doe1", "PatientName component"), (b"does not", None),
+    (b"MRN12345", "PatientID"), (b"0.12345", None), (b"123456", None),
+    (b"20250310120000.000", "date"), (b"x20250310", "date"), (b"120250310", None),
+    (b"1.2.840.99.1\\1.2.3", "UID"), (b"1.2.840.99.12", None), (b"-1.5\\2.25", None),
+])
+def test_identifier_matching_respects_word_and_number_bounds(text, kind):
+    assert identifiers().find(text) == kind
+
+
+def test_too_short_values_are_counted_not_searched():
+    found = identifiers()
+    assert found.too_short == {"PatientName component"} and found.find(b"Q") is None
+
+
+def test_profiles_resolve_compound_actions_and_rt_labels():
+    research, basic = builtin_profile("rt-research"), builtin_profile("basic")
+    institution, beam_name, roi_name, study_time = 0x00080080, 0x300A00C2, 0x30060026, 0x00080030
+    assert research.action(institution, "LO") == basic.action(institution, "LO") == "D"  # X/Z/D
+    assert research.action(beam_name, "LO") == basic.action(beam_name, "LO") == "D"
+    assert (research.action(roi_name, "LO"), basic.action(roi_name, "LO")) == ("C", "Z")
+    assert (research.action(study_time, "TM"), basic.action(study_time, "TM")) == ("K", "Z")
+    assert (research.action(0x00100040, "CS"), basic.action(0x00100040, "CS")) == ("K", "Z")  # PatientSex
+    assert research.action(0x300A0006, "DA") == "S" and basic.action(0x300A0006, "DA") == "D"  # RTPlanDate
+    assert basic.action(0x30060008, "DA") == "Z"  # StructureSetDate: outside the table, no dates kept
+
+
+@pytest.mark.parametrize("text, message", [
+    ("actions: {NoSuchKeyword: X}", "not a DICOM attribute keyword"),
+    ("actions: {BeamName: KEEP}", "expected one of"),
+    ("base: strict", "unknown de-identification profile"),
+    ("retain: [dates]", "unknown key(s) retain"),
+])
+def test_yaml_profile_errors_name_the_file_and_rule(tmp_path, text, message):
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_profile(str(path))
+
+
+def test_key_from_environment_must_be_long(monkeypatch):
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "short")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        load_key()
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    assert load_key().source == "environment"
+
+
+def test_date_offsets_are_whole_weeks_and_differ_per_patient_and_key():
+    a, b = DeidKey(b"k" * 32, "test"), DeidKey(b"j" * 32, "test")
+    offsets = {a.date_offset_days("P1"), a.date_offset_days("P2"), b.date_offset_days("P1")}
+    assert len(offsets) == 3 and all(d % 7 == 0 and -3650 <= d <= -364 for d in offsets)
+    assert a.date_offset_days("P1") == DeidKey(b"k" * 32, "other").date_offset_days("P1")
+
+
+def _patient(patient_id: str) -> Dataset:
+    ds = Dataset()
+    ds.PatientID, ds.PatientName, ds.StudyDate = patient_id, "Doe^Jane", "20250310"
+    return ds
+
+
+def test_one_run_takes_one_patient(monkeypatch):
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    with pytest.raises(InputError, match="2 different PatientIDs"):
+        prepare([_patient("A1"), _patient("B2")], DeidConfig())
+
+
+def test_pseudonym_holding_the_identifier_is_refused(monkeypatch):
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    with pytest.raises(ConfigError, match="holds an identifier"):
+        prepare([_patient("MRN777")], DeidConfig(), patient_id="STUDY-MRN777")
+
+
+def test_malformed_and_partial_dates(monkeypatch):
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    ds = _patient("A1")
+    ds.StudyDate, ds.SeriesDate, ds.AcquisitionDateTime = "2025.03.10", "20251340", "2025"
+    deid = prepare([ds], DeidConfig())
+    out = deid.dataset(ds)
+    shifted = deid.offset.days
+    assert out.StudyDate != "20250310" and len(out.StudyDate) == 8 and out.SeriesDate == ""
+    assert len(out.AcquisitionDateTime) == 4 and shifted < 0
+    assert deid.malformed_dates == ["SeriesDate"]
