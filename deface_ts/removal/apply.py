@@ -11,10 +11,11 @@ import numpy as np
 from scipy import ndimage
 
 from deface_ts.config import Config
+from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.writer import Changes
-from deface_ts.removal.plan import RemovalPlan
-from deface_ts.geometry.volume import Volume
+from deface_ts.locate.base import FaceLocation
+from deface_ts.removal.plan import RemovalPlan, body_from_hu, plan_removal
 
 
 @dataclass
@@ -100,3 +101,19 @@ def apply_plan(case: Case, plan: RemovalPlan, body: np.ndarray, protected_names:
             }
         )
     return applied
+
+
+def deface_volume(ct: Volume, eyes: np.ndarray, protected: list[tuple[str, np.ndarray]],
+                  config: Config) -> tuple[Volume, RemovalPlan, FaceLocation]:
+    """Locate (eyes from a mask), plan and apply on an in-memory CT: the NIfTI path without files.
+
+    Calibration and tests deface many variants this way; the pipeline writes and re-reads instead.
+    """
+    from deface_ts.locate.eyes import MaskEyeLocator
+
+    location = MaskEyeLocator(eyes, "eye mask").locate(ct)
+    body = body_from_hu(ct.array, config.region.body_hu)
+    plan = plan_removal(ct, body, location, protected, config)
+    hu = ct.array.copy()
+    hu[plan.removed] = fill_values(ct.array, plan.removed, body, config)
+    return ct.with_array(hu), plan, location
