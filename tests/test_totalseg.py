@@ -28,6 +28,7 @@ from deface_ts.locate.base import FaceLocation
 from deface_ts.locate.eyes import MaskEyeLocator
 from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method, face_region_from_mask
 from deface_ts.geometry.volume import ANTERIOR, Volume
+from tests.conftest import HARDWARE_ABSENT
 
 SMALL = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0, noise_hu=0.0)
 
@@ -436,7 +437,7 @@ def test_network_guard_sees_usage_statistics(tmp_path, use_home):
 def test_face_on_the_gpu(ts_home, use_home, phantom_ct):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU")
+        pytest.skip(f"{HARDWARE_ABSENT} no CUDA GPU")
     use_home(ts_home)
     ct, _ = phantom_ct
     gpu = runtime.run_task(ct, "face", TotalSegOptions(device="gpu"), anterior_only=True)
