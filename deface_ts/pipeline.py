@@ -74,7 +74,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
             reread = load_case(tmp / "dicom")
             check = post_check(reread, case, plan, location, config) if config.post_check else {"skipped": True}
         with timer.stage("verify"):
-            visual, renders = verify_visually(ct, reread.ct.hu, config, Path(output))
+            visual, renders = verify_visually(ct, reread.ct.hu, config, Path(output), location)
         if config.verify.pictures:
             with timer.stage("qc_pictures"):
                 doses = (case.doses[0].gy, reread.doses[0].gy) if case.doses and reread.doses else (None, None)
@@ -101,12 +101,14 @@ def write_outputs(folder: Path, case: Case, applied, plan: RemovalPlan, config: 
     return written
 
 
-def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
+def verify_visually(before: Volume, after: Volume, config: Config, output: Path,
+                    location: FaceLocation) -> tuple[dict, tuple | None]:
     """The visual verification (see :func:`deface_ts.checks.verify.visual_check`), or a record that it was off."""
     if config.verify.mode == "off":
         return {"mode": "off", "status": "not verified (verify off)"}, None
     failure_folder = output.parent / f"{output.name}.verify-failed"
-    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder)
+    eyes_mm = np.array([eye.centre_mm for eye in location.eyes]) if len(location.eyes) == 2 else None
+    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder, eyes_mm)
     return result, (before_renders, after_renders)
 
 
@@ -296,7 +298,7 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
             written = nifti.load(tmp / "ct_defaced.nii.gz")
             check = post_check_volume(written, ct, plan, location, config) if config.post_check else {"skipped": True}
         with timer.stage("verify"):
-            visual, renders = verify_visually(ct, written, config, output)
+            visual, renders = verify_visually(ct, written, config, output, location)
         if config.verify.pictures:
             with timer.stage("qc_pictures"):
                 pictures = qc_pictures(tmp / "qc", ct, written, plan, location, (None, None), renders)
