@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, phantom  # noqa: E402
 
-from deface_ts import faces, render  # noqa: E402
+from deface_ts.vision import faces, render  # noqa: E402
 from deface_ts.io.dicom.ct import load_ct  # noqa: E402
 from deface_ts.io.dicom.study import discover, select  # noqa: E402
 

@@ -119,7 +119,7 @@ def test_landmark_box_judges_when_no_detector_found_the_original(subjects):
 
 def test_same_person_rescanned_stays_below_the_threshold(subjects):
     """Two scans of one person (other grid, noise, position) are recognisably the same: the rule's other side."""
-    ct, eyes, ptv = subjects["person2_HFS"]
+    ct, _, _ = subjects["person2_HFS"]
     other_hu, _, other_affine = evaluate(scan_options(people(3)[2], "thick"))
     before = render_views(ct, (0.0, 30.0, -30.0))
     seen = faces.faces_in_views(before, list(faces.VERIFY_DETECTORS))

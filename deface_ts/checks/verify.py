@@ -183,12 +183,15 @@ def verdict(visible_before: bool, found_after: list, judged: IdentityResult) -> 
         return FACE_RECOGNISABLE, "identity"
     if not judged.judged:
         return f"{NOT_JUDGED}: {judged.reason}", "unjudged"
-    seen = "no face detected after defacing" if visible_before else f"{NO_FACE_BEFORE}, judged at the landmark box"
+    sources = sorted({view["box_from"] for view in judged.views.values()})
+    seen = ("no face detected after defacing" if visible_before else
+            f"{NO_FACE_BEFORE} to the detection rule, identity judged at {'/'.join(sources)} boxes")
     return (f"verified: {seen}; identity distance {judged.distance:.2f} ≥ {judged.threshold:.2f} "
             "(as far from the original as different people)"), "verified"
 
 
 def _refuse(result: dict, found_after: list, judged: IdentityResult, folder: Path, renders: dict, seen: dict) -> None:
+    """Raise the PrivacyError that says which rule decided, after saving the pictures of the failure."""
     pictures = _failure_pictures(folder, renders, seen, result)
     where = f"pictures of the failure: {', '.join(str(p) for p in pictures)}"
     if result["decided_by"] == "detection":
@@ -255,19 +258,26 @@ def _counted(seen: dict, config: VerifyConfig) -> list[tuple[float, object]]:
 
 
 def _failure_pictures(folder: Path, renders: dict, seen: dict, result: dict) -> list[Path]:
-    """The failing views with the detections boxed, and the verification result as JSON."""
+    """The failing views, detections boxed in red and the identity box in blue with its distance; the
+    verification result as JSON."""
     from PIL import Image, ImageDraw
 
     folder.mkdir(parents=True, exist_ok=True)
+    judged = result["identity"]["views"]
     written = []
     for angle, found in seen.items():
-        if not found:
+        key = f"{angle:g}"
+        if not found and key not in judged:
             continue
         image = Image.fromarray(renders[angle].image)
         draw = ImageDraw.Draw(image)
         for d in found:
             draw.rectangle([float(v) for v in d.box], outline=(255, 0, 0), width=2)
             draw.text((d.box[0] + 2, d.box[1] + 2), f"{d.detector} {d.score:.2f}", fill=(255, 0, 0))
+        if key in judged:
+            box = judged[key]["box"]
+            draw.rectangle(box, outline=(0, 0, 255), width=1)
+            draw.text((box[0] + 2, box[3] - 12), f"identity {judged[key]['distance']:.2f}", fill=(0, 0, 255))
         path = folder / f"verify_failed_{angle:+04.0f}deg.png"
         image.save(path)
         written.append(path)
