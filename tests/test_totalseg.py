@@ -486,7 +486,7 @@ def test_face_mask_that_keeps_the_relief_is_refused_by_verify(ts_home, use_home,
     use_home(ts_home)
     study = phantom_cache(noise_hu=0.0)
     config = load_config(None, {"method": "face", "totalseg.device": "cpu", "totalseg.threads": 2})
-    with pytest.raises(PrivacyError, match="face is still visible after defacing: mtcnn"):
+    with pytest.raises(PrivacyError, match="face is still visible after defacing: .*mtcnn"):
         deface(study.folder, tmp_path / "out", config)
     assert not (tmp_path / "out").exists() and list((tmp_path / "out.verify-failed").glob("*.png"))
 
