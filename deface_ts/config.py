@@ -101,9 +101,10 @@ class TotalSegConfig:
 
 @dataclass
 class VerifyConfig:
-    """Render the defaced skin and look for a face; a valid detection fails the case."""
+    """Render the defaced skin; a face detected on it, or a face still as near its original as the same
+    person's, fails the case (docs/verification.md)."""
 
-    mode: VerifyMode = "enforce"  # enforce: a face found fails the case; report: record what is seen; off
+    mode: VerifyMode = "enforce"  # enforce: a face found or recognised, or a case not judged, fails; report; off
     backend: RenderBackend = "auto"  # auto (VTK offscreen, else numpy ray caster) | vtk | numpy
     detectors: list[Detector] = field(default_factory=list)  # empty: every packaged detector that runs here
     min_detectors: int = 2  # at least this many detectors must be available, or the case fails
@@ -111,6 +112,9 @@ class VerifyConfig:
     single_score: float = 0.95  # ... and so does one detection this confident on its own,
     consistent_views: int = 0  # ... or one detector finding a face in this many views (0: off)
     angles: list[float] = field(default_factory=lambda: list(VERIFY_ANGLES))
+    # The defaced face must be at least this far from the original (mean L2 of dlib descriptors over the views
+    # within ±30°): as far as any two different people of the calibration are (docs/verification.md).
+    identity_threshold: float = 0.54
     pictures: bool = True  # QC pictures (renders before/after, slices, dose) in the output's qc/ folder
     skin_hu: float = -300.0  # iso-level of the rendered skin
     strip_opening_mm: float = 3.0  # opening radius that removes the immobilisation shell (sheets < 2x this)

@@ -67,7 +67,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         with timer.stage("post_check"):
             written, check = case.check(tmp, plan, location, config)
         with timer.stage("verify"):
-            visual, renders = verify_visually(ct, written, config, Path(output))
+            visual, renders = verify_visually(ct, written, config, Path(output), location)
         pictures = {}
         if config.verify.pictures:
             with timer.stage("qc_pictures"):
@@ -293,12 +293,14 @@ def is_nifti(path: Path) -> bool:
     return Path(path).name.lower().endswith((".nii", ".nii.gz"))
 
 
-def verify_visually(before: Volume, after: Volume, config: Config, output: Path) -> tuple[dict, tuple | None]:
+def verify_visually(before: Volume, after: Volume, config: Config, output: Path,
+                    location: FaceLocation) -> tuple[dict, tuple | None]:
     """The visual verification (see :func:`deface_ts.checks.verify.visual_check`), or a record that it was off."""
     if config.verify.mode == "off":
         return {"mode": "off", "status": "not verified (verify off)"}, None
     failure_folder = output.parent / f"{output.name}.verify-failed"
-    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder)
+    eyes_mm = np.array([eye.centre_mm for eye in location.eyes]) if len(location.eyes) == 2 else None
+    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder, eyes_mm)
     return result, (before_renders, after_renders)
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from deface_ts.apps.cli import main
-from deface_ts.checks.verify import NO_FACE_BEFORE, visual_check
 from deface_ts.config import VerifyConfig, load_config
 from deface_ts.errors import PrivacyError
+from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import load_case
-from deface_ts.phantom import NOSE_TIP
+from deface_ts.phantom import NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.pipeline import deface
-from tests.conftest import tree_digest
+from deface_ts.checks.verify import FACE_DETECTED, FACE_RECOGNISABLE, NOT_JUDGED, visual_check
+from tests.conftest import SMALL, tree_digest
 from tests.vision.scenes import shave
 
 pytest.importorskip("vtk")
@@ -25,7 +26,15 @@ def test_verified_case_reports_what_the_detectors_saw(phantom_cache, tmp_path):
     study = phantom_cache()
     report = deface(study.folder, tmp_path / "out", load_config())
     verify = report["verify"]
-    assert verify["mode"] == "enforce" and verify["status"] == "verified: no face found after defacing"
+    assert verify["mode"] == "enforce" and verify["status"].startswith("verified: no face detected after defacing")
+    assert verify["decided_by"] == "verified"
+    threshold = verify["identity"]["threshold"]
+    assert threshold == VerifyConfig().identity_threshold and verify["identity"]["distance"] >= threshold
+    for angle in ("0", "30", "-30"):  # per view: detections, identity distance and threshold
+        view = verify["views"][angle]
+        assert view["detections_before"] and view["identity_threshold"] == threshold
+        assert view["identity_distance"] is not None and view["identity_box_from"] in ("dlib_hog", "mtcnn", "mediapipe")
+    assert verify["views"]["45"]["identity_distance"] is None  # beyond ±30°: not judged by identity
     assert len(verify["detectors"]) >= 2 and verify["angles"] == [0.0, 30.0, -30.0, 45.0, -45.0]
     frontal = {d["detector"] for d in verify["detections_before"]["0"]}
     assert len(frontal) >= 2  # the original face is seen by several detectors: the check proves something
@@ -46,13 +55,13 @@ def test_a_bad_defacing_is_caught_and_nothing_written(phantom_cache, tmp_path, c
     config.write_text("region:\n  plane_offset_mm: -25.0\n  chin_margin_mm: 0.0\npost_check: false\n")
     assert main(["deface", str(study.folder), str(out), "--config", str(config)]) == 6
     err = capsys.readouterr().err
-    assert "face is still visible after defacing" in err and "°" in err
-    assert any(name in err for name in ("mtcnn", "mediapipe", "dlib_hog"))
+    assert "face is still visible after defacing" in err or "still recognisable after defacing" in err
+    assert "Nothing was written" in err
     assert not out.exists() and tree_digest(study.folder) == before
     pictures = sorted((tmp_path / "out.verify-failed").glob("verify_failed_*.png"))
     assert pictures and str(pictures[0]) in err
     result = json.loads((tmp_path / "out.verify-failed" / "verify.json").read_text())
-    assert result["status"] == "face visible after defacing"
+    assert result["status"] in (FACE_DETECTED, FACE_RECOGNISABLE) and result["decided_by"] in ("detection", "identity")
 
 
 def test_a_5mm_shave_fails_verification(face_ct, tmp_path):  # noqa: F811
@@ -61,12 +70,31 @@ def test_a_5mm_shave_fails_verification(face_ct, tmp_path):  # noqa: F811
     assert list((tmp_path / "failed").glob("*.png"))
 
 
-def test_no_face_before_defacing_is_not_called_verified(phantom_cache, tmp_path):
+def test_a_scan_without_a_face_fails_closed_unless_accepted_knowingly(tmp_path):
+    """A scan from the brow up: no face for the detectors, no eye landmarks, so no rule can judge it.
+    enforce refuses and says what to do; report records that it was not verified."""
+    options = PhantomOptions(**{**SMALL, "shift_mm": (0.0, 0.0, -130.0)})  # the field starts 20 mm above the eyes
+    hu, _, affine = evaluate(options)
+    cap = Volume(hu, affine)
+    with pytest.raises(PrivacyError, match="cannot be judged.*--verify report"):
+        visual_check(cap, cap, VerifyConfig(), tmp_path / "failed")
+    result, _, _ = visual_check(cap, cap, VerifyConfig(mode="report"), tmp_path / "failed")
+    assert result["status"].startswith(NOT_JUDGED) and result["decided_by"] == "unjudged"
+    assert "no eye landmarks" in result["identity"]["reason"]
+
+
+def test_an_already_defaced_input_is_judged_by_identity_not_passed(phantom_cache, tmp_path):
+    """No face counts on an input defaced before, but the identity rule still runs (at a detection's box or
+    the landmark box): compared with itself it is the same face (distance 0), so the case fails closed
+    instead of passing as 'no face visible before defacing'."""
     study = phantom_cache()
     deface(study.folder, tmp_path / "once", load_config(None, {"verify.mode": "off"}))
     defaced = load_case(tmp_path / "once" / "dicom").ct.hu
-    result, _, _ = visual_check(defaced, defaced, VerifyConfig(), tmp_path / "failed")
-    assert result["status"] == NO_FACE_BEFORE
+    eyes = np.array([study.eye_centres["left"], study.eye_centres["right"]])
+    result, _, _ = visual_check(defaced, defaced, VerifyConfig(mode="report"), tmp_path / "failed", eyes)
+    assert result["decided_by"] == "identity" and result["identity"]["distance"] == 0.0
+    with pytest.raises(PrivacyError, match="still recognisable"):
+        visual_check(defaced, defaced, VerifyConfig(), tmp_path / "failed", eyes)
 
 
 def test_verify_off_is_recorded(phantom_cache, tmp_path):
@@ -77,22 +105,18 @@ def test_verify_off_is_recorded(phantom_cache, tmp_path):
     assert report["config"]["verify"]["mode"] == "off"
 
 
-def test_upper_region_report_states_what_the_detectors_see(phantom_cache, tmp_path):
-    """defaceRT's box keeps nose, lips and chin: the report lists every detection on what is left.
-
-    On the phantom mediapipe alone still fires in every view (as on a flat cut), mtcnn in none; with
-    the view-count rule on, that single detector is enough to refuse the case.
-    """
+def test_upper_region_is_refused_and_the_report_says_which_rule_decided(phantom_cache, tmp_path):
+    """defaceRT's box keeps nose, lips and chin: refused in enforce; in report mode every detection, the
+    identity distance and the deciding rule are recorded."""
     study = phantom_cache()
-    report = deface(study.folder, tmp_path / "out", load_config(None, {"region.kind": "upper"}))
+    report = deface(study.folder, tmp_path / "out", load_config(None, {"region.kind": "upper",
+                                                                        "verify.mode": "report"}))
     verify = report["verify"]
-    after = verify["detections_after"]
-    assert set(after) == {"0", "30", "-30", "45", "-45"}
-    seen = {d["detector"] for found in after.values() for d in found}
-    assert "mediapipe" in seen and "mtcnn" not in seen
-    strict = load_config(None, {"region.kind": "upper", "verify.consistent_views": 5})
-    with pytest.raises(PrivacyError, match="mediapipe at 0°"):
-        deface(study.folder, tmp_path / "strict", strict)
+    assert set(verify["detections_after"]) == {"0", "30", "-30", "45", "-45"}
+    assert verify["decided_by"] in ("detection", "identity")
+    assert verify["status"] in (FACE_DETECTED, FACE_RECOGNISABLE)
+    with pytest.raises(PrivacyError, match="visible after defacing|recognisable after defacing"):
+        deface(study.folder, tmp_path / "strict", load_config(None, {"region.kind": "upper"}))
     assert not (tmp_path / "strict").exists()
 
 

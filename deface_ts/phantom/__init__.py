@@ -4,7 +4,7 @@
 writes it as a DICOM-RT study.
 """
 
-from deface_ts.phantom.anatomy import CHIN, EYE_CENTRES, NOSE_TIP, PhantomOptions, PhantomStudy, evaluate
+from deface_ts.phantom.anatomy import CHIN, EYE_CENTRES, NOSE_TIP, FaceShape, PhantomOptions, PhantomStudy, evaluate
 from deface_ts.phantom.dicom import write_phantom_study
 
-__all__ = ["CHIN", "EYE_CENTRES", "NOSE_TIP", "PhantomOptions", "PhantomStudy", "evaluate", "write_phantom_study"]
+__all__ = ["CHIN", "EYE_CENTRES", "NOSE_TIP", "FaceShape", "FaceShape", "PhantomOptions", "PhantomStudy", "evaluate", "write_phantom_study"]

@@ -78,6 +78,32 @@ _SKIN_PIECES = [
 ]
 
 
+@dataclass(frozen=True)
+class FaceShape:
+    """The proportions of the phantom's face; the defaults are the original phantom.
+
+    Varying them gives distinct synthetic people for calibrating verification
+    (scripts/calibrate_verify.py): the identity threshold must hold across faces,
+    not on one. Scales are relative (1 = default), shifts in mm.
+    """
+
+    nose_length: float = 1.0  # the nose's superior-inferior extent, about its root
+    nose_width: float = 1.0
+    nose_projection: float = 1.0  # how far the nose stands out of the face
+    brow: float = 1.0  # brow ridge height
+    cheeks: float = 1.0  # cheekbone height
+    orbits: float = 1.0  # how deep the skin sinks around the eyes
+    lips: float = 1.0  # lip fullness
+    mouth_shift_mm: float = 0.0  # the mouth moved superior (+) or inferior (-)
+    chin: float = 1.0  # chin projection
+    face_width: float = 1.0  # half-width of the face at every level
+
+    def __post_init__(self) -> None:
+        for name in ("nose_length", "nose_width", "nose_projection", "face_width"):
+            if not 0.5 <= getattr(self, name) <= 1.6:
+                raise ValueError(f"FaceShape.{name} must lie in 0.5..1.6, got {getattr(self, name)}")
+
+
 @dataclass
 class PhantomOptions:
     """How to scan and store the phantom (geometry, pixel encoding, ROI naming, objects)."""
@@ -101,6 +127,8 @@ class PhantomOptions:
     patient_name: str = "Doe^Jane"
     air_noise_hu: float = 8.0  # noise in the air around the patient too, as real scanners have (0: exactly -1000)
     fov_padding: bool = False  # int16 only: -3024 (PixelPaddingValue) outside the circular reconstruction field
+    face: FaceShape = field(default_factory=FaceShape)  # the face's proportions: another synthetic person
+    shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)  # where the patient lies in the scan field (LPS)
 
     def __post_init__(self) -> None:
         if self.position not in ORIENTATIONS:
@@ -198,38 +226,41 @@ def _bump(x, z, cx, cz, sx, sz, height) -> np.ndarray:
     return height * np.exp(-(((x - cx) / sx) ** 2) - ((z - cz) / sz) ** 2)
 
 
-def face_relief(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+def face_relief(x: np.ndarray, z: np.ndarray, shape: FaceShape = FaceShape()) -> np.ndarray:
     """Forward displacement (mm) of the face's skin over a smooth elliptic base: brow, nose, lips, chin.
 
     A height field over the coronal (x, z) plane: cheap (2-D) and what a face detector sees in a render.
     """
     ax = np.abs(x)
-    relief = 9.0 * np.exp(-(((z - 11.0) / 5.0) ** 2) - (x / 42.0) ** 6)  # brow ridge
-    relief = relief + _bump(ax, z, 38.0, -24.0, 14.0, 12.0, 6.0)  # cheek bones
+    relief = 9.0 * shape.brow * np.exp(-(((z - 11.0) / 5.0) ** 2) - (x / 42.0) ** 6)  # brow ridge
+    relief = relief + _bump(ax, z, 38.0, -24.0, 14.0, 12.0, 6.0 * shape.cheeks)  # cheek bones
     for c in EYE_CENTRES.values():  # orbits: the skin sinks around each eye (the lid is added as a sphere)
-        relief = relief - 14.0 * np.exp(-((((x - c[0]) / 14.0) ** 2 + ((z - c[2]) / 10.0) ** 2) ** 2))
-    height = _interp(z, ((-37, 0), (-34, 15), (-31, 22), (-29, 23.5), (-24, 19), (-12, 10), (-2, 4), (4, 0)))
-    width = _interp(z, ((-37, 16), (-30, 14), (-24, 11), (-10, 8), (4, 7)))
+        relief = relief - 14.0 * shape.orbits * np.exp(-((((x - c[0]) / 14.0) ** 2 + ((z - c[2]) / 10.0) ** 2) ** 2))
+    zn = 4.0 + (z - 4.0) / shape.nose_length  # the nose hangs from its root at z = 4
+    height = shape.nose_projection * _interp(zn, ((-37, 0), (-34, 15), (-31, 22), (-29, 23.5), (-24, 19), (-12, 10),
+                                                   (-2, 4), (4, 0)))
+    width = shape.nose_width * _interp(zn, ((-37, 16), (-30, 14), (-24, 11), (-10, 8), (4, 7)))
     nose = height * np.clip(1.0 - (x / width) ** 2, 0.0, 1.0) ** 1.5
-    alae = _bump(ax, z, 12.0, -32.0, 5.0, 4.0, 9.0)  # the nostril wings
+    alae = _bump(ax, z, 12.0 * shape.nose_width, 4.0 - 36.0 * shape.nose_length, 5.0, 4.0, 9.0 * shape.nose_projection)
     relief = relief + _smax(nose, alae, 3.0)
-    lips = _bump(x, z, 0.0, -51.0, 21.0, 3.5, 4.0) * np.exp(-((x / 24.0) ** 4))
-    lips = lips + _bump(x, z, 0.0, -62.0, 20.0, 3.5, 4.0) * np.exp(-((x / 22.0) ** 4))
-    mouth = 7.0 * np.exp(-(((z + 56.5) / 1.3) ** 2) - (x / 24.0) ** 8)  # the mouth line between the lips
-    chin = _bump(x, z, 0.0, -84.0, 18.0, 8.0, 6.0)
+    zm = z - shape.mouth_shift_mm
+    lips = _bump(x, zm, 0.0, -51.0, 21.0, 3.5, 4.0 * shape.lips) * np.exp(-((x / 24.0) ** 4))
+    lips = lips + _bump(x, zm, 0.0, -62.0, 20.0, 3.5, 4.0 * shape.lips) * np.exp(-((x / 22.0) ** 4))
+    mouth = 7.0 * np.exp(-(((zm + 56.5) / 1.3) ** 2) - (x / 24.0) ** 8)  # the mouth line between the lips
+    chin = _bump(x, z, 0.0, -84.0, 18.0, 8.0, 6.0 * shape.chin)
     return relief + lips - mouth + chin
 
 
-def _face_depth(x, y, z) -> np.ndarray:
+def _face_depth(x, y, z, shape: FaceShape = FaceShape()) -> np.ndarray:
     """Depth under the face: an elliptic cylinder per slice, displaced forward by the relief, capped below
     along the jaw line (the chin and the underside of the jaw) and above inside the cranium."""
     y_front = _interp(z, _PROFILE)
-    half_width = _interp(z, _FACE_HALF_WIDTH)
+    half_width = _interp(z, _FACE_HALF_WIDTH) * np.float32(shape.face_width)
     base = _ellipse_depth(x, y, (0.0, _FACE_AXIS_Y), (half_width, _FACE_AXIS_Y - y_front))
     h = 0.5
-    relief = face_relief(x, z)
-    gx = (face_relief(x + h, z) - face_relief(x - h, z)) / (2 * h)
-    gz = (face_relief(x, z + h) - face_relief(x, z - h)) / (2 * h)
+    relief = face_relief(x, z, shape)
+    gx = (face_relief(x + h, z, shape) - face_relief(x - h, z, shape)) / (2 * h)
+    gz = (face_relief(x, z + h, shape) - face_relief(x, z - h, shape)) / (2 * h)
     # A displaced surface is closer than its displacement says where it slopes: divide by the slope norm.
     front = (base + relief) / np.sqrt(1.0 + gx * gx + gz * gz)
     jaw_line = -97.0 + 27.0 * (x / 48.0) ** 2
@@ -346,7 +377,7 @@ class _Canvas:
 
 
 # ------------------------------------------------------------------------------------------ the anatomy
-def _paint_body(cv: _Canvas) -> _Region | None:
+def _paint_body(cv: _Canvas, shape: FaceShape) -> _Region | None:
     """Skin surface as one smooth union of cranium, face, neck, eyelids and ears; skin, fat and muscle by depth."""
     region = cv.region((-90, -112, -1e9), (90, 112, 130))
     if region is None:
@@ -355,7 +386,7 @@ def _paint_body(cv: _Canvas) -> _Region | None:
     depth = np.zeros(region.shape, dtype=np.float32)
     for part, slab in region.chunks():
         x, y, z = slab.grid()
-        d = _smax(_ellipsoid_depth(x, y, z, *_CRANIUM), _face_depth(x, y, z), 10.0)
+        d = _smax(_ellipsoid_depth(x, y, z, *_CRANIUM), _face_depth(x, y, z, shape), 10.0)
         neck = np.minimum(_ellipse_depth(x, y, (0.0, 15.0), (55.0, 58.0)), -20.0 - z)  # ends inside the head
         d = _smax(d, neck, 8.0)
         for c, r, k in _SKIN_PIECES:  # small pieces only inside their own boxes
@@ -488,7 +519,7 @@ def _keep_targets(cv: _Canvas) -> None:
 
 
 def evaluate_grid(z: np.ndarray, y: np.ndarray, x: np.ndarray, noise_hu: float = 0.0, seed: int = 0,
-                  air_noise_hu: float = 0.0) -> tuple[np.ndarray, dict[str, BoxMask]]:
+                  air_noise_hu: float = 0.0, face: FaceShape = FaceShape()) -> tuple[np.ndarray, dict[str, BoxMask]]:
     """HU (float32, indexed (z, y, x) as given) and ROI box masks on an axis-aligned grid.
 
     Parameters
@@ -501,9 +532,11 @@ def evaluate_grid(z: np.ndarray, y: np.ndarray, x: np.ndarray, noise_hu: float =
         Seed of the noise.
     air_noise_hu
         Sigma of the noise in the air outside the body (default none).
+    face
+        The face's proportions (default: the original phantom).
     """
     cv = _Canvas(z, y, x)
-    body = _paint_body(cv)
+    body = _paint_body(cv, face)
     if body is None:
         return cv.hu, cv.masks
     _paint_skull_and_brain(cv)
@@ -535,14 +568,16 @@ def phantom_hu(points_lps: np.ndarray) -> np.ndarray:
 def ct_affine(options: PhantomOptions) -> np.ndarray:
     """(slice, row, column) -> LPS affine of the scan, slices ascending along the normal.
 
-    The field is centred on x = y = 0 and the eyes sit 58 % up the scan; feet-first scans have the
+    The field is centred on x = y = 0 and the eyes sit 58 % up the scan (both moved by ``shift_mm``); feet-first scans have the
     normal pointing inferior, so their slice 0 is the top of the head.
     """
     orientation = np.array(ORIENTATIONS[options.position], dtype=float)
     row, col = orientation[:3], orientation[3:]
-    corner = -row * (options.columns - 1) / 2 * options.pixel_spacing - col * (options.rows - 1) / 2 * options.pixel_spacing
+    shift = np.asarray(options.shift_mm, dtype=float)
+    corner = (-row * (options.columns - 1) / 2 * options.pixel_spacing - col * (options.rows - 1) / 2 * options.pixel_spacing
+              - shift[:3])
     extent = (options.slices - 1) * options.slice_thickness
-    z = np.round(-0.58 * extent + np.arange(options.slices) * options.slice_thickness, 4)
+    z = np.round(-0.58 * extent - shift[2] + np.arange(options.slices) * options.slice_thickness, 4)
     first = z[0] if np.cross(row, col)[2] > 0 else z[-1]
     spacing = (options.slice_thickness, options.pixel_spacing, options.pixel_spacing)
     return affine_from_dicom(np.array([corner[0], corner[1], first]), orientation, spacing)
@@ -555,7 +590,7 @@ def evaluate_boxes(options: PhantomOptions) -> tuple[np.ndarray, dict[str, BoxMa
     z = affine[2, 3] + k * affine[2, 0]  # every position is axis-aligned: one coordinate per axis
     y = affine[1, 3] + j * affine[1, 1]
     x = affine[0, 3] + i * affine[0, 2]
-    hu, masks = evaluate_grid(z, y, x, options.noise_hu, options.seed, options.air_noise_hu)
+    hu, masks = evaluate_grid(z, y, x, options.noise_hu, options.seed, options.air_noise_hu, options.face)
     return hu, masks, affine
 
 

@@ -13,12 +13,14 @@ from scipy import ndimage
 
 from deface_ts.choices import Role, RoiStatus
 from deface_ts.config import Config
+from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.rtdose import Dose
 from deface_ts.io.dicom.rtstruct import Roi
 from deface_ts.io.dicom.writer import Changes
-from deface_ts.removal.plan import RemovalPlan
-from deface_ts.geometry.volume import Volume
+from deface_ts.locate.base import FaceLocation
+from deface_ts.geometry.masks import body_from_hu
+from deface_ts.removal.plan import RemovalPlan, plan_removal
 
 
 @dataclass
@@ -122,3 +124,19 @@ def _zero_dose(dose: Dose, ct: Volume, plan: RemovalPlan, changes: Changes) -> D
     return DoseEntry(file=str(dose.file.path), voxels_zeroed=int(zero.sum()),
                      dose_integral_removed_gy_cc=round(float(gy.sum()) * dose.gy.voxel_cc, 4),
                      max_dose_removed_gy=round(float(gy.max()) if gy.size else 0.0, 4))
+
+
+def deface_volume(ct: Volume, eyes: np.ndarray, protected: list[tuple[str, np.ndarray]],
+                  config: Config) -> tuple[Volume, RemovalPlan, FaceLocation]:
+    """Locate (eyes from a mask), plan and apply on an in-memory CT: the NIfTI path without files.
+
+    Calibration and tests deface many variants this way; the pipeline writes and re-reads instead.
+    """
+    from deface_ts.locate.eyes import MaskEyeLocator
+
+    location = MaskEyeLocator(eyes, "eye mask").locate(ct)
+    body = body_from_hu(ct.array, config.region.body_hu)
+    plan = plan_removal(ct, body, location, protected, config)
+    hu = ct.array.copy()
+    hu[plan.removed] = fill_values(ct.array, plan.removed, body, config)
+    return ct.with_array(hu), plan, location

@@ -1,0 +1,105 @@
+"""What the identity check adds to a case's verification (target: <= 0.5 s), on the 512x512x180 phantom.
+
+Times, in one warm process (models loaded before timing, CT in memory, VTK renders where available):
+
+* ``verify with identity``: `visual_check` as the pipeline runs it (renders, detectors, identity);
+* ``verify without identity``: the same renders and detectors in the same overlap, without the identity
+  step (the flow before issue 14);
+* ``identity alone``: face boxes and dlib's descriptors of both CTs' five views, serially, nothing overlapped.
+
+The difference of the first two is what a case pays; the third is the work that overlap hides.
+
+Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_identity.py [WORKDIR] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import phantom
+
+from deface_ts.checks import identity as rule
+from deface_ts.checks.verify import verify_detectors, visual_check
+from deface_ts.config import load_config
+from deface_ts.io.dicom.case import load_case
+from deface_ts.removal.apply import deface_volume
+from deface_ts.vision import faces, identity
+from deface_ts.vision.render import render_views
+
+TARGET_S = 0.5
+
+
+def without_identity(before, after, config, detectors) -> None:
+    """The verification's renders and detections in the pipeline's overlap, no identity step."""
+    options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
+                   margin_mm=config.strip_margin_mm)
+    views = render_views(before, tuple(config.angles), **options)
+    with ThreadPoolExecutor(1) as pool:
+        looking = pool.submit(faces.faces_in_views, views, detectors)
+        after_views = render_views(after, frame=views, **options)
+        looking.result()
+    faces.faces_in_views(after_views, detectors)
+
+
+def identity_alone(before, after, config, eyes_mm, detectors) -> tuple[float, float]:
+    """Wall and CPU seconds of the identity step alone (CPU time does not grow when other jobs share the cores)."""
+    views = render_views(before, tuple(config.angles), backend=config.backend)
+    seen = faces.faces_in_views(views, detectors)
+    after_views = render_views(after, frame=views, backend=config.backend)
+    start, cpu = time.perf_counter(), time.process_time()
+    boxes = rule.face_boxes(views, seen, eyes_mm)
+    rule.judge(boxes, rule.descriptors(views, boxes), rule.descriptors(after_views, boxes),
+               config.identity_threshold, eyes_mm)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdir", nargs="?", type=Path, default=Path(tempfile.gettempdir()) / "deface-ts-bench")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    case = load_case(phantom(args.workdir / "study"))
+    ct = case.ct.hu
+    eyes = np.zeros(ct.shape, dtype=bool)
+    for roi in case.structures.rois:
+        if roi.name in ("Eye_L", "Eye_R"):
+            eyes |= roi.mask.full(ct.shape)
+    config = load_config()
+    after, _, location = deface_volume(ct, eyes, [], config)
+    eyes_mm = np.array([e.centre_mm for e in location.eyes])
+    detectors = verify_detectors(config.verify)
+    faces.detect(np.zeros((64, 64, 3), np.uint8), detectors)  # models load once per process, not per case
+    identity.descriptor(render_views(ct, (0.0,))[0.0], identity.FaceBox((0, 0, 64, 64), "warm-up"))
+    timings: dict[str, list[float]] = {"verify with identity": [], "verify without identity": [],
+                                       "identity alone": [], "identity alone, CPU time": []}
+    for _ in range(args.repeat):  # alternated, so a slow spell of the shared machine hits both
+        start = time.perf_counter()
+        visual_check(ct, after, config.verify, args.workdir / "failed", eyes_mm)
+        timings["verify with identity"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        without_identity(ct, after, config.verify, detectors)
+        timings["verify without identity"].append(time.perf_counter() - start)
+        wall, cpu = identity_alone(ct, after, config.verify, eyes_mm, detectors)
+        timings["identity alone"].append(wall)
+        timings["identity alone, CPU time"].append(cpu)
+    medians = {name: float(np.median(values)) for name, values in timings.items()}
+    print(f"CT {ct.shape} at {np.round(ct.spacing, 2).tolist()} mm, {len(config.verify.angles)} views, "
+          f"detectors {', '.join(detectors)}; medians of {args.repeat}")
+    for name, value in medians.items():
+        print(f"  {name}: {value:.2f} s  (runs {', '.join(f'{v:.2f}' for v in timings[name])})")
+    added = medians["verify with identity"] - medians["verify without identity"]
+    print(f"  identity adds {added:.2f} s per case (target <= {TARGET_S} s); load average at the end "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Who a rendered face is: dlib's 128-d ResNet descriptor, compared by L2 distance.
+
+Verification asks whether the defaced face could still be recognised as the original,
+so it compares descriptors taken at one face box in two renders made with the same
+camera: the original's and the written CT's. The box is where a detector found the
+original face, or, when no detector did (low resolution, unusual heads), the box
+projected from the located eye landmarks and the nose tip (the nearest skin point to
+the camera below the eyes). dlib's 5-point predictor then aligns the face inside the
+box as it does for any photograph.
+
+The weights ship in face-recognition-models(-ng) (see :mod:`deface_ts.vision.faces`).
+Raw cosine similarity of these descriptors is ~0.9 even between different people; the
+L2 distance is what dlib calibrated (0.6 separates people in LFW photographs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from deface_ts.vision import faces
+from deface_ts.vision.cameras import Render
+
+#: Which detector's box to embed when several found the face: dlib's 5-point predictor was trained on boxes of
+#: dlib's own detectors, so its alignment is best inside them; MTCNN's and mediapipe's boxes sit higher/tighter.
+EMBED_BOX_ORDER = ("dlib_hog", "mtcnn", "mediapipe", "haar")
+
+#: The landmark box in units of the distance between the eyes (3-D, so that turning the head does not shrink it),
+#: centred between the eyes' midpoint and the nose tip: the mean of dlib's boxes relative to the eyes over the 72
+#: intact calibration views within ±30° (docs/verification_calibration.json, "landmark_fit": width 2.09 ± 0.18,
+#: top 0.73 ± 0.17 eye distances above the eyes, centre offset -0.02 ± 0.10).
+LANDMARK_BOX_WIDTH = 2.09
+LANDMARK_BOX_TOP = 0.73
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A face box in one view and where it came from ("dlib_hog", "mtcnn", ... or "landmarks")."""
+
+    box: tuple[float, float, float, float]
+    source: str
+
+
+def box_from_detections(found: Sequence[faces.Detection]) -> FaceBox | None:
+    """The box of the preferred detector (`EMBED_BOX_ORDER`), its best-scoring one; None when nothing was found."""
+    if not found:
+        return None
+    rank = {name: n for n, name in enumerate(EMBED_BOX_ORDER)}
+    best = min(found, key=lambda d: (rank.get(d.detector, 99), -d.score))
+    return FaceBox(tuple(float(v) for v in best.box), best.detector)  # type: ignore[arg-type]
+
+
+def nose_tip(render: Render, eyes_lps: np.ndarray) -> np.ndarray | None:
+    """The skin point nearest the camera in the band below the eyes (pixel x, y); None when the band is empty.
+
+    The band spans the eyes' columns and 0.3 to 1.2 eye distances below them: the nose, not the brow above
+    or the chin below, on every face the phantom generator makes and on the real head.
+    """
+    eyes = render.lps_to_pixel(eyes_lps)
+    spread = float(np.linalg.norm(eyes_lps[0] - eyes_lps[1])) / render.pixel_mm
+    x0, x1 = eyes[:, 0].min(), eyes[:, 0].max()
+    y0, y1 = eyes[:, 1].mean() + 0.3 * spread, eyes[:, 1].mean() + 1.2 * spread
+    h, w = render.depth.shape
+    rows = slice(max(int(y0), 0), min(int(np.ceil(y1)), h))
+    cols = slice(max(int(x0), 0), min(int(np.ceil(x1)), w))
+    band = render.depth[rows, cols]
+    if band.size == 0 or not np.isfinite(band).any():
+        return None
+    r, c = np.unravel_index(np.nanargmin(band), band.shape)
+    return np.array([cols.start + c, rows.start + r], dtype=float)
+
+
+def box_from_landmarks(render: Render, eyes_lps: np.ndarray) -> FaceBox | None:
+    """The face box projected from two eye centres (LPS, mm) and the nose tip found below them."""
+    eyes_lps = np.asarray(eyes_lps, dtype=float).reshape(-1, 3)
+    if len(eyes_lps) != 2:
+        return None
+    nose = nose_tip(render, eyes_lps)
+    if nose is None:
+        return None
+    eyes = render.lps_to_pixel(eyes_lps)
+    spread = float(np.linalg.norm(eyes_lps[0] - eyes_lps[1])) / render.pixel_mm
+    width = LANDMARK_BOX_WIDTH * spread
+    centre_x = (eyes[:, 0].mean() + nose[0]) / 2.0
+    top = eyes[:, 1].mean() - LANDMARK_BOX_TOP * spread
+    return FaceBox((centre_x - width / 2, top, centre_x + width / 2, top + width), "landmarks")
+
+
+@cache
+def _models():
+    """This module's own 5-point predictor and ResNet: verification embeds in one thread while dlib's HOG
+    detector (which runs `faces`' predictor for its landmarks) searches another view in the next."""
+    import dlib
+
+    predictor, network = (faces._face_models_file(name) for name in
+                          ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"))
+    if predictor is None or network is None:
+        raise RuntimeError("dlib's face recognition weights are missing (pip install face-recognition-models)")
+    return dlib.shape_predictor(str(predictor)), dlib.face_recognition_model_v1(str(network))
+
+
+def descriptor(render: Render, box: FaceBox) -> np.ndarray:
+    """dlib's 128-d descriptor of the face inside ``box`` on ``render`` (aligned by the 5-point predictor)."""
+    import dlib
+
+    predictor, network = _models()
+    image = np.ascontiguousarray(render.image, dtype=np.uint8)
+    rect = dlib.rectangle(*(round(v) for v in (box.box[0], box.box[1], box.box[2] - 1, box.box[3] - 1)))
+    return np.asarray(network.compute_face_descriptor(image, predictor(image, rect)), dtype=np.float64)
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """L2 distance between two descriptors (0: the same picture; dlib: < 0.6 the same person in photographs)."""
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def available() -> bool:
+    """True when dlib and both weight files (5-point predictor, ResNet) are installed."""
+    return faces.embedding_available()
