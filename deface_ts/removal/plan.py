@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
+from deface_ts.io.dicom.rtstruct import RoiMask
 from deface_ts.locate.base import FaceLocation
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume, bounding_box
 
@@ -163,9 +164,27 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     return np.ascontiguousarray(view.unview(rule)), landmarks
 
 
+#: Voxels of air kept around the head when the enclosure test is cropped: more than the closing's reach
+#: (2 dilations + 2 erosions) and the bridged voxels' dilation, so the cropped result equals the uncropped one.
+_CAVITY_CROP_MARGIN = 6
+
+
 def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) -> np.ndarray:
-    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air)."""
+    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air).
+
+    Computed in the box of body and bone (plus `_CAVITY_CROP_MARGIN`): outside it there is neither, so every
+    component crossing the box's cut sides touches outside air there, as it would uncropped, and the head
+    fills a third of the slab's width.
+    """
     bone = hu_slab > bone_hu
+    box = bounding_box(bone | body_slab, _CAVITY_CROP_MARGIN)
+    inside = np.zeros(hu_slab.shape, dtype=bool)
+    if box is not None:
+        inside[box] = _enclosed(bone[box], body_slab[box])
+    return inside
+
+
+def _enclosed(bone: np.ndarray, body_slab: np.ndarray) -> np.ndarray:
     sealed = ndimage.binary_closing(bone, iterations=2) | bone  # bridge thin partial-volume gaps
     labels, count = ndimage.label(~sealed)
     # A lookup table per label (bincount + gather) instead of np.unique/np.isin, which sort the slab.
@@ -182,20 +201,42 @@ def dilate_mm(ct: Volume, mask: np.ndarray, margin_mm: float) -> np.ndarray:
 
     Returns ``mask`` itself when the margin is under one voxel or the mask is empty.
     """
-    radius = np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
-    if not radius.any() or not mask.any():
+    if not _radius(ct, margin_mm).any() or not mask.any():
         return mask
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    box = bounding_box(mask, radius)
+    box, grown = _dilate_in_box(ct, mask, margin_mm)
     out = np.zeros(ct.shape, dtype=bool)
-    out[box] = ndimage.binary_dilation(mask[box], structure=element)
+    out[box] = grown
     return out
 
 
-def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:
-    """Each protected ROI grown by ``margin_mm`` (ellipsoidal element in voxel units of the CT grid)."""
-    return [(name, dilate_mm(ct, mask, margin_mm)) for name, mask in masks]
+def _radius(ct: Volume, margin_mm: float) -> np.ndarray:
+    """Whole voxels per axis within ``margin_mm``."""
+    return np.maximum(np.floor(margin_mm / ct.spacing + 1e-6), 0).astype(int)
+
+
+def _dilate_in_box(ct: Volume, mask: np.ndarray | RoiMask,
+                   margin_mm: float) -> tuple[tuple[slice, ...] | None, np.ndarray]:
+    """``mask`` (CT grid, or an ROI's box) grown by ``margin_mm`` (see :func:`dilate_mm`) as (box, grown voxels
+    in the box); (None, empty) for an empty mask. The dilation of a box holding every voxel of the mask equals
+    the whole-grid one there: outside the grid counts as empty either way."""
+    radius = _radius(ct, margin_mm)
+    if isinstance(mask, RoiMask):
+        if not mask.array.any():
+            return None, np.zeros((0, 0, 0), dtype=bool)
+        box = tuple(slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in zip(mask.box, radius, ct.shape))
+        inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(mask.box, box))
+        sub = np.zeros(tuple(g.stop - g.start for g in box), dtype=bool)
+        sub[inner] = mask.array
+    else:
+        box = bounding_box(mask, radius)
+        if box is None:
+            return None, np.zeros((0, 0, 0), dtype=bool)
+        sub = mask[box]
+    if not radius.any():
+        return box, sub.copy()
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
+    return box, ndimage.binary_dilation(sub, structure=element)
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
@@ -249,9 +290,9 @@ def mask_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     return rule, landmarks
 
 
-def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected: list[tuple[str, np.ndarray]],
-                 config: Config) -> RemovalPlan:
-    """Face region (rule-labelled) minus protected structures (with margin).
+def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
+                 protected: list[tuple[str, np.ndarray | RoiMask]], config: Config) -> RemovalPlan:
+    """Face region (rule-labelled) minus protected structures (with margin, each a CT-grid mask or an ROI's box).
 
     Eye landmarks give rules 1-4; a face mask adds rule 5 (method ``union``) or,
     for method ``face`` or a locator without eyes, is the whole region.
@@ -260,18 +301,22 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
         rule, landmarks = mask_region(ct, body, location, config.region)
     else:
         rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm)
-    grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}
     labels: dict[int, str] = {}
     protected_by = np.zeros(ct.shape, dtype=np.uint16)  # per voxel: the first protecting ROI (1-based)
     region = rule > 0
-    for number, (name, mask) in enumerate(grown, start=1):
-        first = mask & ~protected_any
-        kept_by[name] = int((first & region).sum())
-        protected_by[first] = number
+    for number, (name, mask) in enumerate(protected, start=1):
         labels[number] = name
-        protected_any |= mask
+        # Inside each grown ROI's box only: whole-volume passes per ROI cost 0.1 s each on a 512x512x141 CT.
+        box, grown = _dilate_in_box(ct, mask, config.protect.margin_mm)
+        if box is None:
+            kept_by[name] = 0
+            continue
+        first = grown & ~protected_any[box]
+        kept_by[name] = int(np.count_nonzero(first & region[box]))
+        protected_by[box][first] = number
+        protected_any[box] |= grown
     plan = RemovalPlan(rule, protected_any, kept_by, landmarks)
     plan.protected_by, plan.protection_labels = protected_by, labels
     return plan
