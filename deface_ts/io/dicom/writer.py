@@ -104,7 +104,7 @@ def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap) -> list[P
         ds = _new_identity(original, uids)
         transfer = original.file_meta.TransferSyntaxUID
         if changes.ct_mask is not None and changes.ct_mask[k].any():
-            stored = ct.stored[k].copy()
+            stored = ct.stored_slice(k)
             hu = new_hu[k][changes.ct_mask[k]] if isinstance(new_hu, np.ndarray) else np.float64(new_hu)
             stored[changes.ct_mask[k]] = ct.stored_from_hu(hu, k)
             _set(ds, "PixelData", "OB" if stored.dtype.itemsize == 1 else "OW", stored.tobytes())
@@ -112,7 +112,7 @@ def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap) -> list[P
                 _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
         elif transfer.is_compressed:
             # The writer re-encodes nothing: a compressed input slice is written uncompressed, same values.
-            _set(ds, "PixelData", "OW", ct.stored[k].tobytes())
+            _set(ds, "PixelData", "OW", ct.stored_slice(k).tobytes())
             _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
         if changes.defaced:
             _mark_defaced(ds)
