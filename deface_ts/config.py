@@ -133,6 +133,27 @@ _CHOICES = {
 }
 
 
+#: Words users write for a switch. YAML 1.1 (PyYAML) reads them unquoted as booleans; quoted they stay words.
+_SWITCH_WORDS = {"off": False, "false": False, "no": False, "on": True, "true": True, "yes": True}
+#: Word options that are switches too: the value a YAML boolean stands for (``mode: off`` arrives as False).
+_SWITCH_CHOICES = {"verify.mode": {False: "off", True: "enforce"}}
+
+
+def _switch_word(hint, value, name: str):
+    """``value`` as the option expects it when the user wrote a switch word: bool options take the words
+    (quoted in YAML, or from the command line), word options listed in `_SWITCH_CHOICES` take the booleans
+    and the words in any case."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if hint is bool and word in _SWITCH_WORDS:
+        return _SWITCH_WORDS[word]
+    if hint is str and name in _SWITCH_CHOICES:
+        if isinstance(value, bool):
+            return _SWITCH_CHOICES[name][value]
+        if word in _SWITCH_WORDS:
+            return _SWITCH_CHOICES[name][_SWITCH_WORDS[word]]
+    return value
+
+
 def _build(cls, data: Any, where: str, source: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(data).__name__}")
@@ -163,8 +184,12 @@ def _coerce(hint, value, name: str, source: str):
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    value = _switch_word(hint, value, name)
     if hint in (bool, int, float, str) and (type(value) is not hint):
-        raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} ({value!r})")
+        hint_words = (" (YAML reads unquoted off/no/yes/on as booleans: quote the word)"
+                      if hint is str and isinstance(value, bool) else "")
+        raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} "
+                          f"({value!r}){hint_words}")
     _check_choice(name, [value], source)
     return value
 
