@@ -34,6 +34,7 @@ from pathlib import Path
 from deface_ts.apps.progress import StageProgress
 from deface_ts.config import Config
 from deface_ts.errors import DefaceError, InputError
+from deface_ts.io.output import TemporaryFolder, temporary_folders
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,12 @@ def status(cases: list[BatchCase], output_root: Path) -> dict[str, list[str]]:
         else:
             states["pending"].append(case.name)
     return states
+
+
+def temporaries(cases: list[BatchCase], output_root: Path) -> list[TemporaryFolder]:
+    """The cases' temporary output folders: of runs still going, or left by killed runs (removed when the
+    case runs again)."""
+    return [folder for case in cases for folder in temporary_folders(Path(output_root) / case.name)]
 
 
 SUMMARY_COLUMNS = ["case", "state", "exit_code", "message", "method", "removed_tissue_cc", "verify", "seconds",

@@ -270,6 +270,10 @@ def _batch(args: argparse.Namespace, progress: StageProgress) -> int:
         print(", ".join(f"{name} {len(names)}" for name, names in states.items()) + f" (of {len(cases)})")
         for record in batch.failures(cases, args.output_root):
             print(f"  failed {record['case']} (exit {record['exit_code']}): {record['message']}")
+        for folder in batch.temporaries(cases, args.output_root):
+            owner = (f"in use by process {folder.pid} on {folder.host}" if folder.live else
+                     f"left by process {folder.pid}, which is gone; removed when the case runs again")
+            print(f"  temporary folder {folder.path}: {owner}")
         table, page = batch.write_summary(cases, args.output_root)
         print(f"per case: {table}, {page}")
         return 0
