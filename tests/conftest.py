@@ -26,7 +26,7 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if os.environ.get("DEFACE_TS_REQUIRE_EXTRAS") == "1" and report.skipped and call.excinfo is not None:
         reason = str(call.excinfo.value)
-        if "could not import" in reason or "No module named" in reason or "scripts/setup.sh installs" in reason:
+        if "could not import" in reason or "No module named" in reason or "installs" in reason and "scripts/setup.sh" in reason:
             report.outcome = "failed"
             report.longrepr = f"required extra missing (DEFACE_TS_REQUIRE_EXTRAS=1): {reason}"
 

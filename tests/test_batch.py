@@ -14,7 +14,7 @@ from tests import slurm_cluster
 from tests.conftest import copy_study
 
 requires_slurm = pytest.mark.skipif(not slurm_cluster.available(),
-                                    reason="Slurm and munge not installed (scripts/setup.sh installs them)")
+                                    reason="Slurm and munge not installed (scripts/setup.sh --tests installs them)")
 
 
 def _manifest(path, rows, header="case,input"):
