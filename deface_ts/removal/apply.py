@@ -19,12 +19,24 @@ from deface_ts.geometry.volume import Volume
 
 @dataclass
 class Applied:
-    """The defaced case as changes for the writer, plus what the report needs."""
+    """The defaced case as changes for the writer, plus what the report needs.
 
-    hu: np.ndarray  # defaced HU (CT grid, same dtype as the loaded HU)
+    The defaced HU volume is built only when asked for (:attr:`hu`, the NIfTI copy): the writer takes the
+    removed voxels and their air value from ``changes``, and a CT-sized copy held to the end of the run is a
+    sixth of its memory.
+    """
+
+    original: np.ndarray  # the loaded HU (CT grid)
     changes: Changes
     rois: list[dict] = field(default_factory=list)
     doses: list[dict] = field(default_factory=list)
+
+    @property
+    def hu(self) -> np.ndarray:
+        """Defaced HU (CT grid, same dtype as the loaded HU): a new array on each call."""
+        hu = self.original.copy()
+        hu[self.changes.ct_mask] = self.changes.ct_hu
+        return hu
 
 
 def fill_values(hu: np.ndarray, removed: np.ndarray, body: np.ndarray, config: Config) -> np.ndarray | float:
@@ -51,10 +63,10 @@ def dose_voxels_in(dose: Volume, ct: Volume, mask: np.ndarray) -> np.ndarray:
 def apply_plan(case: Case, plan: RemovalPlan, body: np.ndarray, protected_names: set[str], config: Config) -> Applied:
     ct = case.ct.hu
     removed = plan.removed
-    hu = ct.array.copy()
-    hu[removed] = np.rint(fill_values(ct.array, removed, body, config))
-    changes = Changes(ct_mask=removed, ct_hu=hu, defaced=True)
-    applied = Applied(hu, changes)
+    # The air value as the CT stores it (int16 HU are rounded), one value or one per removed voxel (noise).
+    fill = np.rint(fill_values(ct.array, removed, body, config)).astype(ct.array.dtype)
+    changes = Changes(ct_mask=removed, ct_hu=fill, defaced=True)
+    applied = Applied(ct.array, changes)
     voxel_cc = float(np.prod(ct.spacing)) / 1000.0
 
     if case.structures is not None:

@@ -177,11 +177,12 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     datasets: list[Dataset] = []
     stored: np.ndarray | None = None
     for k, f in enumerate(files):
-        ds = f.header  # parsed by discover; the pixel data is read from the file here
+        ds = f.header  # parsed by discover, pixel data deferred
         try:
-            # pydicom.pixels.pixel_array keeps no decoded copy in the dataset (Dataset.pixel_array does):
-            # one CT-sized array in memory instead of three, and no stacking copy.
-            array = pixel_array(ds)
+            # From the file, not the dataset: decoding a dataset loads its PixelData bytes into it (another
+            # CT-sized copy held until the end), and Dataset.pixel_array also keeps the decoded array. The
+            # writer reads an unchanged slice's bytes when it copies them.
+            array = pixel_array(f.path)
         except Exception as exc:  # decoders raise many kinds; the file name is what matters
             raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
         if array.ndim != 2:
