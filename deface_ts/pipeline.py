@@ -234,12 +234,10 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
                  check: dict, ct: Volume | None = None) -> dict:
     ct = ct if ct is not None else case.ct.hu  # type: ignore[union-attr]
     voxel_cc = float(np.prod(ct.spacing)) / 1000.0
-    # Counted over the removed voxels only (a few percent of the CT), not with whole-volume passes per rule.
     removed = plan.removed
     removed_count = int(np.count_nonzero(removed))
-    tissue = int(np.count_nonzero(ct.array[removed] > config.region.body_hu))
-    removed_rules = plan.rule[removed]
-    rules = {RULES[n]: int(np.count_nonzero(removed_rules == n)) for n in RULES if (plan.rule == n).any()}
+    tissue, present, per_rule = _removed_counts(ct.array, plan.rule, removed, config.region.body_hu)
+    rules = {RULES[n]: int(per_rule[n]) for n in RULES if present[n]}
     report = {
         "deface_ts_version": __version__,
         "method": location.method,
@@ -272,6 +270,22 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
         }
         report["versions"] = _versions()
     return report
+
+
+def _removed_counts(hu: np.ndarray, rule: np.ndarray, removed: np.ndarray,
+                    body_hu: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """Removed tissue voxels, rule labels present in the region, removed voxels per rule label.
+
+    Slice by slice: gathering the removed voxels of the whole CT makes ~100 MB of temporaries at the end of
+    the run, its memory peak (np.bincount casts to 64-bit integers).
+    """
+    size = len(RULES) + 1
+    tissue, present, per_rule = 0, np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int64)
+    for hu_k, rule_k, gone in zip(hu, rule, removed):
+        tissue += int(np.count_nonzero((hu_k > body_hu) & gone))
+        present |= np.bincount(rule_k.ravel(), minlength=size)[:size] > 0
+        per_rule += np.bincount(rule_k[gone], minlength=size)[:size]
+    return tissue, present, per_rule
 
 
 def _versions() -> dict:
