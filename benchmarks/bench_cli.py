@@ -48,11 +48,13 @@ class Runs:
     command: list[str]
     wall_s: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
     startup_s: list[float] = field(default_factory=list)
 
 
-def run_once(command: list[str], out: Path) -> tuple[float, float, dict | None]:
-    """One run in its own process: wall seconds, the child's peak RSS in MiB, and its --json summary."""
+def run_once(command: list[str], out: Path) -> tuple[float, float, float, dict | None]:
+    """One run in its own process: wall seconds, the child's peak RSS in MiB, its CPU seconds (user + system:
+    steadier than wall time when other work shares the machine) and its --json summary."""
     shutil.rmtree(out, ignore_errors=True)
     read, write = os.pipe()
     start = time.perf_counter()
@@ -73,7 +75,7 @@ def run_once(command: list[str], out: Path) -> tuple[float, float, dict | None]:
         raise SystemExit(f"{' '.join(command)} failed with exit {os.waitstatus_to_exitcode(status)}")
     text = b"".join(chunks).decode().strip()
     summary = json.loads(text) if text.startswith("{") else None
-    return wall, usage.ru_maxrss / 1024, summary  # ru_maxrss is in KiB on Linux
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, summary  # ru_maxrss: KiB on Linux
 
 
 def cli() -> list[str]:
@@ -98,18 +100,20 @@ def main() -> None:
     print(f"phantom: {study} (512x512x{SLICES}); {args.runs} alternating runs, medians")
     for _ in range(args.runs):
         for entry in runs:
-            wall, rss, summary = run_once(entry.command, out)
+            wall, rss, cpu, summary = run_once(entry.command, out)
             entry.wall_s.append(wall)
             entry.rss_mib.append(rss)
+            entry.cpu_s.append(cpu)
             if summary is not None:
                 entry.startup_s.append(summary["process"]["start_to_first_stage_s"])
-    print(f"\n  {'whole process (fork to exit)':<48} {'wall s':>8} {'range':>13} {'peak RSS MiB':>13} "
+    print(f"\n  {'whole process (fork to exit)':<48} {'wall s':>8} {'range':>13} {'CPU s':>6} {'peak RSS MiB':>13} "
           f"{'start to first stage s':>23}")
     for entry in runs:
         startup = f"{statistics.median(entry.startup_s):.2f}" if entry.startup_s else "—"
         print(f"  {entry.label:<48} {statistics.median(entry.wall_s):8.2f} "
-              f"{min(entry.wall_s):6.2f}-{max(entry.wall_s):<6.2f} {statistics.median(entry.rss_mib):13.0f} "
-              f"{startup:>23}")
+              f"{min(entry.wall_s):6.2f}-{max(entry.wall_s):<6.2f} {statistics.median(entry.cpu_s):6.2f} "
+              f"{statistics.median(entry.rss_mib):13.0f} {startup:>23}")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     shutil.rmtree(out, ignore_errors=True)
 
 
