@@ -276,15 +276,20 @@ def _removed_counts(hu: np.ndarray, rule: np.ndarray, removed: np.ndarray,
                     body_hu: float) -> tuple[int, np.ndarray, np.ndarray]:
     """Removed tissue voxels, rule labels present in the region, removed voxels per rule label.
 
-    Slice by slice: gathering the removed voxels of the whole CT makes ~100 MB of temporaries at the end of
-    the run, its memory peak (np.bincount casts to 64-bit integers).
+    In blocks of slices: gathering the removed voxels of the whole CT made ~100 MB of temporaries at the end
+    of the run, its memory peak; a comparison per label counts 3-4x faster than np.bincount on gathered labels.
     """
     size = len(RULES) + 1
     tissue, present, per_rule = 0, np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int64)
-    for hu_k, rule_k, gone in zip(hu, rule, removed):
-        tissue += int(np.count_nonzero((hu_k > body_hu) & gone))
-        present |= np.bincount(rule_k.ravel(), minlength=size)[:size] > 0
-        per_rule += np.bincount(rule_k[gone], minlength=size)[:size]
+    for start in range(0, len(rule), 16):
+        block = slice(start, start + 16)
+        gone = removed[block]
+        tissue += int(np.count_nonzero((hu[block] > body_hu) & gone))
+        for label in range(1, size):
+            is_label = rule[block] == label
+            if is_label.any():
+                present[label] = True
+                per_rule[label] += np.count_nonzero(is_label & gone)
     return tissue, present, per_rule
 
 

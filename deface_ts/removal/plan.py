@@ -132,7 +132,8 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     s_inf, s_sup = int(idx[:, 0].min()), int(idx[:, 0].max())
     s_low_eye = _index_at_or_above(s, s[s_inf] - eye_margin_mm)
     mid_l = float(np.mean(l[idx[:, 2]]))
-    rule = np.zeros(eyes.shape, dtype=np.uint8)
+    region = np.zeros(ct.shape, dtype=np.uint8)
+    rule = view.view(region)  # built in the anatomical view, written through into CT order (no copy back)
     chin_found = False
     if config.kind == "upper":
         rule[s_low_eye:, cut:, :] = 4
@@ -161,7 +162,7 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         lower_limit_mm=round(float(s[lower]) if lower < len(s) else float(s[-1]), 2),
         chin_found=chin_found,
     )
-    return np.ascontiguousarray(view.unview(rule)), landmarks
+    return region, landmarks
 
 
 #: Voxels of air kept around the head when the enclosure test is cropped: more than the closing's reach
