@@ -31,7 +31,7 @@ from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.io.dicom.rtstruct import RoiMask
 from deface_ts.locate.base import FaceLocation
-from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume, bounding_box
+from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, AnatomicalView, Volume, ball, bounding_box
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -235,9 +235,7 @@ def _dilate_in_box(ct: Volume, mask: np.ndarray | RoiMask,
         sub = mask[box]
     if not radius.any():
         return box, sub.copy()
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
-    element = sum((g * sp / margin_mm) ** 2 for g, sp in zip(grid, ct.spacing)) <= 1.0
-    return box, ndimage.binary_dilation(sub, structure=element)
+    return box, ndimage.binary_dilation(sub, structure=ball(margin_mm, ct.spacing))
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
