@@ -236,8 +236,7 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
     voxel_cc = float(np.prod(ct.spacing)) / 1000.0
     removed = plan.removed
     removed_count = int(np.count_nonzero(removed))
-    tissue, present, per_rule = _removed_counts(ct.array, plan.rule, removed, config.region.body_hu)
-    rules = {RULES[n]: int(per_rule[n]) for n in RULES if present[n]}
+    tissue, rules = plan.removed_counts(ct.array, config.region.body_hu)
     report = {
         "deface_ts_version": __version__,
         "method": location.method,
@@ -270,27 +269,6 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
         }
         report["versions"] = _versions()
     return report
-
-
-def _removed_counts(hu: np.ndarray, rule: np.ndarray, removed: np.ndarray,
-                    body_hu: float) -> tuple[int, np.ndarray, np.ndarray]:
-    """Removed tissue voxels, rule labels present in the region, removed voxels per rule label.
-
-    In blocks of slices: gathering the removed voxels of the whole CT made ~100 MB of temporaries at the end
-    of the run, its memory peak; a comparison per label counts 3-4x faster than np.bincount on gathered labels.
-    """
-    size = len(RULES) + 1
-    tissue, present, per_rule = 0, np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int64)
-    for start in range(0, len(rule), 16):
-        block = slice(start, start + 16)
-        gone = removed[block]
-        tissue += int(np.count_nonzero((hu[block] > body_hu) & gone))
-        for label in range(1, size):
-            is_label = rule[block] == label
-            if is_label.any():
-                present[label] = True
-                per_rule[label] += np.count_nonzero(is_label & gone)
-    return tissue, present, per_rule
 
 
 def _versions() -> dict:

@@ -70,6 +70,23 @@ class RemovalPlan:
     def region(self) -> np.ndarray:
         return self.rule > 0
 
+    def removed_counts(self, hu: np.ndarray, body_hu: float) -> tuple[int, dict[str, int]]:
+        """Removed voxels above ``body_hu`` (tissue), and removed voxels per rule present in the region.
+
+        In blocks of slices: gathering the removed voxels of the whole CT made ~100 MB of temporaries at the
+        end of a run, its memory peak; a comparison per label counts 3-4x faster than np.bincount.
+        """
+        tissue, per_rule = 0, {}
+        for start in range(0, len(self.rule), 16):
+            block = slice(start, start + 16)
+            gone = self.removed[block]
+            tissue += int(np.count_nonzero((hu[block] > body_hu) & gone))
+            for label in RULES:
+                is_label = self.rule[block] == label
+                if is_label.any():
+                    per_rule[label] = per_rule.get(label, 0) + int(np.count_nonzero(is_label & gone))
+        return tissue, {RULES[label]: count for label, count in sorted(per_rule.items())}
+
 
 def body_from_hu(hu: np.ndarray, threshold: float) -> np.ndarray:
     """Patient body from HU: largest connected component above ``threshold``, holes filled per slice."""
