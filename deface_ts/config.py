@@ -149,6 +149,27 @@ class Config:
 
 
 
+#: Words users write for a switch. YAML 1.1 (PyYAML) reads them unquoted as booleans; quoted they stay words.
+_SWITCH_WORDS = {"off": False, "false": False, "no": False, "on": True, "true": True, "yes": True}
+#: Word options that are switches too: the value a YAML boolean stands for (``mode: off`` arrives as False).
+_SWITCH_CHOICES = {"verify.mode": {False: "off", True: "enforce"}}
+
+
+def _switch_word(hint, value, name: str):
+    """``value`` as the option expects it when the user wrote a switch word: bool options take the words
+    (quoted in YAML, or from the command line), word options listed in `_SWITCH_CHOICES` take the booleans
+    and the words in any case."""
+    word = value.strip().lower() if isinstance(value, str) else None
+    if hint is bool and word in _SWITCH_WORDS:
+        return _SWITCH_WORDS[word]
+    if hint is str and name in _SWITCH_CHOICES:
+        if isinstance(value, bool):
+            return _SWITCH_CHOICES[name][value]
+        if word in _SWITCH_WORDS:
+            return _SWITCH_CHOICES[name][_SWITCH_WORDS[word]]
+    return value
+
+
 def _build(cls, data: Any, where: str, source: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(data).__name__}")
@@ -172,24 +193,27 @@ def _coerce(hint, value, name: str, source: str):
             raise ConfigError(f"{source}: '{name}' must be a list, got {type(value).__name__}")
         return [_coerce(args[0], v, f"{name}[{n}]", source) for n, v in enumerate(value)]
     if origin is Literal:
-        return _choice(args, value, name, source)
+        return _choice(args, _switch_word(str, value, name), name, source)
     if args and type(None) in args:  # Optional[...]
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    value = _switch_word(hint, value, name)
     if hint in (bool, int, float, str) and (type(value) is not hint):
-        raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} ({value!r})")
+        hint_words = (" (YAML reads unquoted off/no/yes/on as booleans: quote the word)"
+                      if hint is str and isinstance(value, bool) else "")
+        raise ConfigError(f"{source}: '{name}' must be {hint.__name__}, got {type(value).__name__} "
+                          f"({value!r}){hint_words}")
     return value
 
 
 def _choice(choices: tuple[str, ...], value: Any, name: str, source: str) -> str:
-    """One of ``choices``; YAML 1.1 reads a bare off/no/false as False (and on/yes/true as True)."""
-    if isinstance(value, bool):
-        value = next((c for c in choices if c == ("on" if value else "off")), value)
+    """One of ``choices`` (a Literal option)."""
     if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{source}: '{name}' is {value!r}, expected one of {', '.join(choices)}")
+        quote = " (YAML reads unquoted off/no/yes/on as booleans: quote the word)" if isinstance(value, bool) else ""
+        raise ConfigError(f"{source}: '{name}' is {value!r}, expected one of {', '.join(choices)}{quote}")
     return value
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier
 from deface_ts.errors import InputError
-from deface_ts.geometry.masks import body_from_hu
+from deface_ts.geometry.masks import BoxMask, body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import Case, load_case
@@ -40,15 +40,19 @@ from deface_ts.removal.plan import RemovalPlan, plan_removal
 from deface_ts.report import Report, build_report, write_report
 
 
+#: Told the name of each stage as it starts (the CLI's progress display); None: nothing is told.
+Progress = Callable[[str], None] | None
+
+
 def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
            eyes_mask: Path | None = None, protect_masks: Sequence[Path] = (), patient_id: str | None = None,
-           linkage: Path | None = None) -> Report:
+           linkage: Path | None = None, progress: Progress = None) -> Report:
     """Deface one case (a DICOM study folder or a NIfTI CT) into ``output``; return the report.
 
     Header de-identification (``config.deid``) gives a DICOM set ``patient_id`` (else a keyed pseudonym) and
     writes the old → new linkage to ``linkage`` (else ``config.deid.linkage``, else beside ``output``).
     """
-    timer = Timer()
+    timer = Timer(progress)
     with timer.stage("load"):
         case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks)) if is_nifti(input)
                            else DicomInput.load(Path(input), series_uid, config, patient_id))
@@ -92,7 +96,7 @@ class CaseInput(Protocol):
 
     def locator(self, config: Config) -> Locator: ...
     def body(self, config: Config) -> np.ndarray: ...
-    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]: ...
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray | BoxMask]]: ...
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None: ...
     def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None: ...
     def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
@@ -138,16 +142,16 @@ class DicomInput:
                 return max(bodies, key=lambda r: r.volume_voxels).mask.full(self.ct.shape)
         return body_from_hu(self.ct.array, config.region.body_hu)
 
-    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]:
-        """ROIs never to change: configured roles (PTV/CTV/GTV by default) and name patterns."""
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray | BoxMask]]:
+        """ROIs never to change: configured roles (PTV/CTV/GTV by default) and name patterns (as their boxes)."""
         if self.case.structures is None:
             return []
-        out = []
+        out: list[tuple[str, np.ndarray | BoxMask]] = []
         for roi in self.case.structures.rois:
             by_role = roi.role in config.protect.roles
             by_name = any(re.search(p, roi.name, re.IGNORECASE) for p in config.protect.patterns)
             if (by_role or by_name) and roi.volume_voxels:
-                out.append((roi.name, roi.mask.full(self.ct.shape)))
+                out.append((roi.name, roi.mask))
         return out
 
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
@@ -233,8 +237,8 @@ class NiftiInput:
     def body(self, config: Config) -> np.ndarray:
         return body_from_hu(self.ct.array, config.region.body_hu)
 
-    def protected(self, config: Config) -> list[tuple[str, np.ndarray]]:
-        return self.protect
+    def protected(self, config: Config) -> list[tuple[str, np.ndarray | BoxMask]]:
+        return list(self.protect)
 
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
         self.hu = self.ct.array.copy()
@@ -277,13 +281,16 @@ class NiftiInput:
 
 
 class Timer:
-    """Seconds per named stage (report.json ``timings_s``)."""
+    """Seconds per named stage (report.json ``timings_s``); ``progress`` is told each stage as it starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Progress = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress = progress
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name)
         start = time.perf_counter()
         yield
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)

@@ -59,8 +59,7 @@ class Report(TypedDict, total=False):
 def build_report(ct: Volume, location: FaceLocation, plan: RemovalPlan, config: Config,
                  timings: dict[str, float], check: dict[str, Any]) -> Report:
     """The sections every input kind shares; the pipeline adds input, output, ROIs, dose, verification."""
-    tissue = int(np.count_nonzero(plan.removed & (ct.array > config.region.body_hu)))
-    rules = {RULES[n]: int(((plan.provenance == n) & ~plan.protected).sum()) for n in np.unique(plan.provenance) if n}
+    tissue, rules = plan.removed_counts(ct.array, config.region.body_hu)
     return Report(
         deface_ts_version=__version__,
         method=location.method,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh), generates the built-in phantom study and defaces it into demo-output/.
+# Sets up what running needs (scripts/setup.sh: no test tools), generates the built-in phantom study and defaces
+# it into demo-output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

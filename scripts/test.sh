@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (scripts/setup.sh) and runs the whole test suite.
+# Sets up what running and the tests need (scripts/setup.sh --tests) and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 DEFACE_TS_REQUIRE_EXTRAS=1 exec .venv/bin/python -m pytest -q "$@"

@@ -1,6 +1,6 @@
 """A real one-node Slurm cluster (munged, slurmctld, slurmd) in a temporary folder, for the batch tests.
 
-Debian's slurmctld, slurmd, slurm-client and munge (scripts/setup.sh installs them); no systemd: each daemon
+Debian's slurmctld, slurmd, slurm-client and munge (scripts/setup.sh --tests installs them); no systemd: each daemon
 runs in the foreground as a child of the test and is stopped by PID. Ports are picked free, so a cluster the
 machine may already run is left alone; daemons talk over loopback only.
 """

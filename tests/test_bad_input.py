@@ -83,6 +83,15 @@ def bad_contour(study, folder):
     ds.save_as(path)
 
 
+def dose_elsewhere(study, folder):
+    """The dose of this plan and frame of reference, but its grid 2 m away from the CT (a wrong file)."""
+    copy_study(study, folder)
+    path = folder / study.rtdose_file.relative_to(study.folder)
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = [float(v) + 2000.0 for v in ds.ImagePositionPatient]
+    ds.save_as(path)
+
+
 def truncated_needed(study, folder):
     copy_study(study, folder)
     path = _ct_paths(folder)[3]
@@ -98,6 +107,7 @@ CASES = [
     (tilted, "gantry tilt", 3),
     (other_frame, "frame of reference", 3),
     (truncated_needed, "cannot read CT pixel data", 3),
+    (dose_elsewhere, "dose.dcm: the RTDOSE grid (LPS ", 3),
     (bad_contour, "unreadable contour (could not convert string 'abc'", 3),
 ]
 

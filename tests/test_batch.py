@@ -14,7 +14,7 @@ from tests import slurm_cluster
 from tests.conftest import copy_study
 
 requires_slurm = pytest.mark.skipif(not slurm_cluster.available(),
-                                    reason="Slurm and munge not installed (scripts/setup.sh installs them)")
+                                    reason="Slurm and munge not installed (scripts/setup.sh --tests installs them)")
 
 
 def _manifest(path, rows, header="case,input"):
@@ -146,3 +146,14 @@ def test_a_case_that_failed_verification_is_retried_and_cleaned(phantom, tmp_pat
     assert list((out / "p.verify-failed").glob("verify_failed_*.png")) and not (out / "p").exists()
     assert main(["batch", str(manifest), str(out), "--no-nifti"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["p"]
+
+
+def test_status_lists_temporary_folders_of_killed_runs(three_cases, capsys):
+    from tests.test_output import _killed_run
+
+    manifest, out = three_cases
+    _killed_run(out / "a")
+    assert main(["batch", str(manifest), str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"temporary folder .*/\.a\.\w+\.tmp: left by process \d+, which is gone", printed), printed
+    assert "done 0, failed 0, pending 3" in printed

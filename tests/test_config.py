@@ -22,7 +22,8 @@ def test_shipped_configs_load():
      ("protect: {margin_mm: three}\n", "'protect.margin_mm' must be float"),
      ("region: {kind: sideways}\n", "expected one of full, upper"), ("protect: {roles: [ptv, tumour]}\n", "protect.roles"),
      ("eyes: {include: ['(']}\n", "invalid regular expression"), ("region: [1]\n", "'region' must be a mapping"),
-     ("fill: {noise: 'yes'}\n", "'fill.noise' must be bool")],
+     ("fill: {noise: 'maybe'}\n", "'fill.noise' must be bool"),
+     ("verify: {backend: off}\n", "quote the word")],
 )
 def test_bad_config_names_key_and_file(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -30,6 +31,21 @@ def test_bad_config_names_key_and_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_config(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("word, mode, switch", [("off", "off", False), ("false", "off", False), ("no", "off", False),
+                                                ("on", "enforce", True), ("true", "enforce", True),
+                                                ("yes", "enforce", True), ("'off'", "off", False),
+                                                ("'No'", "off", False), ("'ON'", "enforce", True)])
+def test_switch_words_as_users_write_them(tmp_path, word, mode, switch):
+    """YAML reads unquoted off/no/yes/on as booleans: a word option takes them, a switch takes the words."""
+    path = tmp_path / "words.yaml"
+    path.write_text(f"verify: {{mode: {word}, pictures: {word}}}\noutput: {{nifti: {word}}}\npost_check: {word}\n")
+    config = load_config(path)
+    assert config.verify.mode == mode
+    assert config.verify.pictures is switch and config.output.nifti is switch and config.post_check is switch
+    # Dotted overrides (command line, batch) take the same words.
+    assert load_config(None, {"verify.mode": switch, "fill.noise": word.strip("'")}).fill.noise is switch
 
 
 def test_overrides_win_and_missing_file():

@@ -17,14 +17,14 @@ BUILD_TOOLS = ("podman", "buildah", "mmdebstrap")
 def test_dockerfile_is_hadolint_clean():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if hadolint is None:
-        pytest.skip("hadolint not installed (scripts/setup.sh installs it with the test extra)")
+        pytest.skip("hadolint not installed (scripts/setup.sh --tests installs it with the test extra)")
     done = subprocess.run([hadolint, "--failure-threshold", "info", str(ROOT / "Dockerfile")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.skipif(any(shutil.which(tool) is None for tool in BUILD_TOOLS),
-                    reason="podman, buildah or mmdebstrap not installed (scripts/setup.sh installs them)")
+                    reason="podman, buildah or mmdebstrap not installed (scripts/setup.sh --tests installs them)")
 def test_image_builds_and_defaces_the_demo_inside():
     """The real build on a local stand-in base (no registry here), then `deface-ts demo` in the image (~3 min)."""
     done = subprocess.run([str(ROOT / "scripts" / "docker_build_test.sh")], capture_output=True, text=True,

@@ -34,9 +34,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deface_ts.apps.progress import StageProgress
 from deface_ts.config import Config
 from deface_ts.errors import DefaceError, InputError
 from deface_ts.report import read_report
+from deface_ts.io.output import TemporaryFolder, temporary_folders
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,8 @@ def failure_record(output_root: Path, case: BatchCase) -> Path:
     return Path(output_root) / f"{case.name}.failed.json"
 
 
-def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
+def run_case(case: BatchCase, output_root: Path, config: Config,
+             progress: StageProgress | None = None) -> CaseResult:
     """Deface one case unless it is done; a failure is recorded next to the outputs, never raised."""
     from deface_ts.pipeline import deface
 
@@ -123,7 +126,7 @@ def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
     start = time.perf_counter()
     try:
         deface(case.input, output_root / case.name, config, series_uid=case.series, patient_id=case.patient_id,
-               linkage=linkage_folder(output_root, config) / f"{case.name}.csv")
+               linkage=linkage_folder(output_root, config) / f"{case.name}.csv", progress=progress)
     except DefaceError as exc:
         _write_record(record, case, exc.exit_code, str(exc), exc.__class__.__name__)
         return CaseResult(case, "failed", exc.exit_code, str(exc))
@@ -172,12 +175,15 @@ def task_index(index: int | None, cases: list[BatchCase]) -> int | None:
     return index
 
 
-def run(cases: list[BatchCase], output_root: Path, config: Config, index: int | None = None) -> list[CaseResult]:
+def run(cases: list[BatchCase], output_root: Path, config: Config, index: int | None = None,
+        progress: StageProgress | None = None) -> list[CaseResult]:
     """Run one case (``index``) or every case in turn; results in manifest order."""
     chosen = cases if index is None else [cases[index]]
     results = []
-    for case in chosen:
-        result = run_case(case, output_root, config)
+    for number, case in enumerate(chosen, 1):
+        if progress is not None:
+            progress.case(number, len(chosen), case.name)
+        result = run_case(case, output_root, config, progress)
         log.info("case %s: %s %s", case.name, result.status, result.message)
         results.append(result)
     return results
@@ -205,6 +211,12 @@ def status(cases: list[BatchCase], output_root: Path) -> dict[str, list[str]]:
         else:
             states["pending"].append(case.name)
     return states
+
+
+def temporaries(cases: list[BatchCase], output_root: Path) -> list[TemporaryFolder]:
+    """The cases' temporary output folders: of runs still going, or left by killed runs (removed when the
+    case runs again)."""
+    return [folder for case in cases for folder in temporary_folders(Path(output_root) / case.name)]
 
 
 SUMMARY_COLUMNS = ["case", "state", "exit_code", "message", "method", "removed_tissue_cc", "verify", "seconds",

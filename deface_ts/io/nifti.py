@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from deface_ts.geometry.volume import LPS_TO_RAS, Volume
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 # (k, j, i) array axes become NIfTI's (i, j, k): permute the affine's index columns to match.
 _KJI_TO_IJK = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
 
 
 def to_nifti(volume: Volume, dtype=None) -> nib.Nifti1Image:
+    # nibabel is imported where it is used: at module level it costs a DICOM-only run 0.2 s of start-up.
+    import nibabel as nib
+
     array = volume.array if dtype is None else volume.array.astype(dtype, copy=False)
     affine = LPS_TO_RAS @ volume.affine @ _KJI_TO_IJK
     # A C-ordered (k, j, i) array is a Fortran-ordered (i, j, k) one: NIfTI's own layout, so no copy.
@@ -35,11 +41,15 @@ def from_nifti(image: nib.spatialimages.SpatialImage, dtype=np.float32) -> Volum
 
 
 def save(volume: Volume, path: Path, dtype=None) -> Path:
+    import nibabel as nib
+
     nib.save(to_nifti(volume, dtype), str(path))
     return Path(path)
 
 
 def load(path: Path, dtype=np.float32) -> Volume:
+    import nibabel as nib
+
     image = nib.load(str(path))
     assert isinstance(image, nib.spatialimages.SpatialImage), f"{path}: not a spatial image"
     return from_nifti(image, dtype)

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from deface_ts.geometry.masks import bounding_box
 from deface_ts.geometry.volume import Volume
 
 
@@ -38,9 +39,13 @@ class FaceLocation:
     notes: list[str] = field(default_factory=list)
 
     def eye_mask(self) -> np.ndarray:
-        mask = np.zeros_like(self.eyes[0].mask)
+        # Written in each eye's box only: a fresh np.zeros stays unbacked memory where nothing is written,
+        # where zeros_like and a whole-volume |= would make a CT-sized bool array resident.
+        mask = np.zeros(self.eyes[0].mask.shape, dtype=bool)
         for eye in self.eyes:
-            mask |= eye.mask
+            box = bounding_box(eye.mask)
+            if box is not None:
+                mask[box] |= eye.mask[box]
         return mask
 
 

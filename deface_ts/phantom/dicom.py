@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 from deface_ts.phantom.anatomy import (
     CHIN,
@@ -171,11 +171,10 @@ def polygons(mask_slice: np.ndarray) -> list[np.ndarray]:
     """Closed (row, column) polygons whose centre-inside even-odd fill is exactly ``mask_slice``.
 
     The level-0.5 iso-line of the one-voxel padded mask runs through edge midpoints, so no pixel centre
-    lies on it; holes come out as separate inner polygons. Collinear points are dropped (tolerance 0).
+    lies on it; holes come out as separate inner polygons. Every traced vertex is kept.
     """
     out = []
     for line in find_contours(np.pad(mask_slice.astype(np.float32), 1), 0.5):
-        line = approximate_polygon(line, tolerance=0.0)
         if len(line) > 3 and np.allclose(line[0], line[-1]):
             line = line[:-1]  # CLOSED_PLANAR: the last point connects to the first implicitly
         out.append(line - 1.0)

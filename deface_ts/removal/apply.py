@@ -25,12 +25,24 @@ from deface_ts.removal.plan import RemovalPlan, plan_removal
 
 @dataclass
 class Applied:
-    """The defaced case as changes for the writer, plus what the report needs."""
+    """The defaced case as changes for the writer, plus what the report needs.
 
-    hu: np.ndarray  # defaced HU (CT grid, same dtype as the loaded HU)
+    The defaced HU volume is built only when asked for (:attr:`hu`, the NIfTI copy): the writer takes the
+    removed voxels and their air value from ``changes``, and a CT-sized copy held to the end of the run is a
+    sixth of its memory.
+    """
+
+    original: np.ndarray  # the loaded HU (CT grid)
     changes: Changes
     rois: list[RoiEntry] = field(default_factory=list)
     doses: list[DoseEntry] = field(default_factory=list)
+
+    @property
+    def hu(self) -> np.ndarray:
+        """Defaced HU (CT grid, same dtype as the loaded HU): a new array on each call."""
+        hu = self.original.copy()
+        hu[self.changes.ct_mask] = self.changes.ct_hu
+        return hu
 
 
 class RoiEntry(TypedDict):
@@ -80,10 +92,10 @@ def dose_voxels_in(dose: Volume, ct: Volume, mask: np.ndarray) -> np.ndarray:
 def apply_plan(case: Case, plan: RemovalPlan, body: np.ndarray, protected_names: set[str], config: Config) -> Applied:
     """The defaced HU, and the changes the writer makes to each RTSTRUCT ROI and RTDOSE."""
     ct = case.ct.hu
-    hu = ct.array.copy()
-    hu[plan.removed] = np.rint(fill_values(ct.array, plan.removed, body, config))
-    changes = Changes(ct_mask=plan.removed, ct_hu=hu, defaced=True)
-    applied = Applied(hu, changes)
+    # The air value as the CT stores it (int16 HU are rounded), one value or one per removed voxel (noise).
+    fill = np.rint(fill_values(ct.array, plan.removed, body, config)).astype(ct.array.dtype)
+    changes = Changes(ct_mask=plan.removed, ct_hu=fill, defaced=True)
+    applied = Applied(ct.array, changes)
     if case.structures is not None:
         applied.rois = [_clip_roi(roi, ct, plan.removed, roi.name in protected_names, changes)
                         for roi in case.structures.rois]

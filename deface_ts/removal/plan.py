@@ -30,10 +30,10 @@ from scipy import ndimage
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.locate.base import FaceLocation
-from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
-from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
+from deface_ts.geometry.masks import BoxMask, bounding_box, dilate_in_box
 from deface_ts.geometry.view import AnatomicalView
-from deface_ts.geometry.masks import dilate_mm
+from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
+from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
 RULES = {1: "eye band (anterior of the eye plane)", 2: "forehead (outside the cranial cavity)",
@@ -71,6 +71,23 @@ class RemovalPlan:
     @property
     def region(self) -> np.ndarray:
         return self.provenance > 0
+
+    def removed_counts(self, hu: np.ndarray, body_hu: float) -> tuple[int, dict[str, int]]:
+        """Removed voxels above ``body_hu`` (tissue), and removed voxels per rule present in the region.
+
+        In blocks of slices: gathering the removed voxels of the whole CT made ~100 MB of temporaries at the
+        end of a run, its memory peak; a comparison per label counts 3-4x faster than np.bincount.
+        """
+        tissue, per_rule = 0, {}
+        for start in range(0, len(self.provenance), 16):
+            block = slice(start, start + 16)
+            gone = self.removed[block]
+            tissue += int(np.count_nonzero((hu[block] > body_hu) & gone))
+            for label in RULES:
+                is_label = self.provenance[block] == label
+                if is_label.any():
+                    per_rule[label] = per_rule.get(label, 0) + int(np.count_nonzero(is_label & gone))
+        return tissue, {RULES[label]: count for label, count in sorted(per_rule.items())}
 
 
 def _index_at_or_above(coordinates: np.ndarray, value: float) -> int:
@@ -121,7 +138,8 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     s_inf, s_sup = int(idx[:, 0].min()), int(idx[:, 0].max())
     s_low_eye = _index_at_or_above(s, s[s_inf] - eye_margin_mm)
     mid_l = float(np.mean(l[idx[:, 2]]))
-    rule = np.zeros(eyes.shape, dtype=np.uint8)
+    region = np.zeros(ct.shape, dtype=np.uint8)
+    rule = view.view(region)  # built in the anatomical view, written through into CT order (no copy back)
     chin_found = False
     if config.kind == "upper":
         rule[s_low_eye:, cut:, :] = 4
@@ -150,12 +168,30 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         lower_limit_mm=round(float(s[lower]) if lower < len(s) else float(s[-1]), 2),
         chin_found=chin_found,
     )
-    return np.ascontiguousarray(view.unview(rule)), landmarks
+    return region, landmarks
+
+
+#: Voxels of air kept around the head when the enclosure test is cropped: more than the closing's reach
+#: (2 dilations + 2 erosions) and the bridged voxels' dilation, so the cropped result equals the uncropped one.
+_CAVITY_CROP_MARGIN = 6
 
 
 def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) -> np.ndarray:
-    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air)."""
+    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air).
+
+    Computed in the box of body and bone (plus `_CAVITY_CROP_MARGIN`): outside it there is neither, so every
+    component crossing the box's cut sides touches outside air there, as it would uncropped, and the head
+    fills a third of the slab's width.
+    """
     bone = hu_slab > bone_hu
+    box = bounding_box(bone | body_slab, _CAVITY_CROP_MARGIN)
+    inside = np.zeros(hu_slab.shape, dtype=bool)
+    if box is not None:
+        inside[box] = _enclosed(bone[box], body_slab[box])
+    return inside
+
+
+def _enclosed(bone: np.ndarray, body_slab: np.ndarray) -> np.ndarray:
     sealed = ndimage.binary_closing(bone, iterations=2) | bone  # bridge thin partial-volume gaps
     labels, count = ndimage.label(~sealed)
     # A lookup table per label (bincount + gather) instead of np.unique/np.isin, which sort the slab.
@@ -167,9 +203,6 @@ def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) 
     return enclosed | bridged
 
 
-def protection_mask(ct: Volume, masks: list[tuple[str, np.ndarray]], margin_mm: float) -> list[tuple[str, np.ndarray]]:
-    """Each protected ROI grown by ``margin_mm`` (ellipsoidal element in voxel units of the CT grid)."""
-    return [(name, dilate_mm(ct, mask, margin_mm)) for name, mask in masks]
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
@@ -244,9 +277,9 @@ def _face_mask_region(ct: Volume, location: FaceLocation, config: RegionConfig) 
     return region, notes
 
 
-def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected: list[tuple[str, np.ndarray]],
-                 config: Config) -> RemovalPlan:
-    """Face region (rule-labelled) minus protected structures (with margin).
+def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
+                 protected: list[tuple[str, np.ndarray | BoxMask]], config: Config) -> RemovalPlan:
+    """Face region (rule-labelled) minus protected structures (with margin, each a CT-grid mask or an ROI's box).
 
     Eye landmarks give rules 1-4; a face mask adds rule 5 (method ``union``) or,
     for method ``face`` or a locator without eyes, is the whole region.
@@ -256,18 +289,22 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation, protected
         rule, landmarks = mask_only_region(ct, body, location, config.region, mask_region)
     else:
         rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm, mask_region)
-    grown = protection_mask(ct, protected, config.protect.margin_mm)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}
     labels: dict[int, str] = {}
     protected_by = np.zeros(ct.shape, dtype=np.uint16)  # per voxel: the first protecting ROI (1-based)
     region = rule > 0
-    for number, (name, mask) in enumerate(grown, start=1):
-        first = mask & ~protected_any
-        kept_by[name] = int((first & region).sum())
-        protected_by[first] = number
+    for number, (name, mask) in enumerate(protected, start=1):
         labels[number] = name
-        protected_any |= mask
+        # Inside each grown ROI's box only: whole-volume passes per ROI cost 0.1 s each on a 512x512x141 CT.
+        box, grown = dilate_in_box(ct, mask, config.protect.margin_mm)
+        if box is None:
+            kept_by[name] = 0
+            continue
+        first = grown & ~protected_any[box]
+        kept_by[name] = int(np.count_nonzero(first & region[box]))
+        protected_by[box][first] = number
+        protected_any[box] |= grown
     plan = RemovalPlan(rule, protected_any, kept_by, landmarks, notes)
     plan.protected_by, plan.protection_labels = protected_by, labels
     return plan

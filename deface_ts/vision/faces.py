@@ -26,6 +26,7 @@ import numpy as np
 
 from deface_ts import choices
 from deface_ts.vision.cameras import Render
+from deface_ts.vision.native_stderr import drop_native_noise
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,13 @@ def _detect_mtcnn(image: np.ndarray) -> list[Detection]:
 def _mediapipe():
     from mediapipe.python.solutions.face_detection import FaceDetection
 
-    # model_selection=0: the short-range BlazeFace model (faces within ~2 m), which suits a head filling the image.
-    return FaceDetection(model_selection=0, min_detection_confidence=0.5)
+    with drop_native_noise():
+        # model_selection=0: the short-range BlazeFace model (faces within ~2 m), which suits a head filling the
+        # image.
+        detector = FaceDetection(model_selection=0, min_detection_confidence=0.5)
+        # TensorFlow Lite and absl log their start-up on the first frame, not on construction: run it here.
+        detector.process(np.zeros((64, 64, 3), np.uint8))
+    return detector
 
 
 def _detect_mediapipe(image: np.ndarray) -> list[Detection]:

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from deface_ts.errors import BlankRenderError
-from deface_ts.geometry.masks import bounding_box, largest_component
+from deface_ts.geometry.masks import ball, bounding_box, largest_component
 from deface_ts.geometry.volume import Volume
 
 AIR_HU = -1000.0
@@ -57,12 +57,13 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
     factors = np.maximum(1, np.floor(work_mm / spacing + 1e-6)).astype(int)
     coarse = _block_mean(crop, factors) > 0.5  # a thin sheet averages below one half and thins out here
     coarse_spacing = spacing * factors
-    # Opening by a ball of radius r with exact (anisotropic) distances: erode, then dilate.
-    eroded = ndimage.distance_transform_edt(coarse, sampling=coarse_spacing) > opening_mm
+    # Opening by a ball of radius r with exact (anisotropic) distances: erode, then dilate. Outside the crop
+    # counts as patient in the erosion, as for a distance transform, which measures to background voxels only.
+    eroded = ndimage.binary_erosion(coarse, structure=ball(opening_mm, coarse_spacing), border_value=1)
     if not eroded.any():
         raise BlankRenderError(f"no part of the patient is thicker than {2 * opening_mm} mm above {threshold_hu} HU")
     patient = largest_component(eroded)
-    reach = ndimage.distance_transform_edt(~patient, sampling=coarse_spacing) <= opening_mm + margin_mm
+    reach = ndimage.binary_dilation(patient, structure=ball(opening_mm + margin_mm, coarse_spacing))
     keep = _pad_to(reach.repeat(factors[0], 0).repeat(factors[1], 1).repeat(factors[2], 2), crop.shape)
     out = np.zeros_like(above)
     out[box] = crop & keep

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from deface_ts.geometry.masks import BoxMask, body_from_hu, bounding_box, dilate_mm, largest_component
+from deface_ts.geometry.masks import BoxMask, ball, body_from_hu, bounding_box, dilate_mm, largest_component
 from deface_ts.geometry.volume import Volume
 
 
@@ -45,3 +46,18 @@ def test_dilate_mm_uses_the_grid_spacing():
     assert grown[4, 4, 1] and grown[4, 4, 7] and not grown[4, 4, 0]  # 3 mm = 3 columns
     assert grown[3, 4, 4] and grown[5, 4, 4] and not grown[2, 4, 4]  # 3 mm = 1 slice
     assert dilate_mm(grid, mask, 0.5) is mask  # under one voxel: unchanged
+
+
+@pytest.mark.parametrize("spacing, radius", [((1.25, 1.96, 1.96), 3.0), ((3.0, 2.0, 2.0), 5.0), ((1.0, 1.0, 1.0), 2.0),
+                                             ((2.5, 0.98, 0.98), 4.0)])
+def test_ball_erosion_and_dilation_equal_distance_transforms(spacing, radius):
+    """What the skin stripping and the protection margins rely on: morphology by `ball` is the exact
+    Euclidean opening/dilation a distance transform gives, on anisotropic grids too."""
+    from scipy import ndimage
+
+    mask = ndimage.binary_opening(np.random.default_rng(7).random((30, 40, 40)) > 0.35)
+    element = ball(radius, spacing)
+    eroded = ndimage.binary_erosion(mask, structure=element, border_value=1)
+    assert np.array_equal(eroded, ndimage.distance_transform_edt(mask, sampling=spacing) > radius)
+    dilated = ndimage.binary_dilation(mask, structure=element)
+    assert np.array_equal(dilated, ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -26,20 +26,38 @@ class CtSeries:
         The slices' files, sorted by position along the slice normal.
     datasets
         The full datasets (with PixelData) in the same order; the writer copies them.
-    stored
-        Stored pixel values (slice, row, column), original dtype.
     slope, intercept
         Per-slice RescaleSlope / RescaleIntercept (PS3.3 C.11.1.1.2).
     hu
         Hounsfield units on the CT grid: int16 when exact, else float32. Do not modify in place.
+    stored_dtype
+        The stored values' type (BitsAllocated, PixelRepresentation).
+    kept_stored
+        The stored values (slice, row, column) when HU is not an exact integer shift of them; None when it is,
+        and they are derived from ``hu`` (see :attr:`stored`): one CT-sized array in memory instead of two.
     """
 
     files: list[DicomFile]
     datasets: list[Dataset]
-    stored: np.ndarray
     slope: np.ndarray
     intercept: np.ndarray
     hu: Volume
+    stored_dtype: np.dtype
+    kept_stored: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def stored(self) -> np.ndarray:
+        """Stored pixel values of the whole series (slice, row, column), original dtype."""
+        if self.kept_stored is not None:
+            return self.kept_stored
+        return np.stack([self.stored_slice(k) for k in range(self.hu.shape[0])])
+
+    def stored_slice(self, k: int) -> np.ndarray:
+        """Stored values of slice ``k`` (a new array)."""
+        if self.kept_stored is not None:
+            return self.kept_stored[k].copy()
+        # Exact by construction (load_ct): HU = stored + intercept, the intercept an integer.
+        return (self.hu.array[k].astype(np.int32) - int(self.intercept[k])).astype(self.stored_dtype)
 
     @property
     def affine(self) -> np.ndarray:
@@ -52,7 +70,7 @@ class CtSeries:
     def stored_from_hu(self, hu: np.ndarray, k: int) -> np.ndarray:
         """Stored values of slice ``k`` for HU values, rounded and clipped to the stored range."""
         ds = self.datasets[k]
-        dtype = self.stored.dtype
+        dtype = self.stored_dtype
         bits = int(ds.get("BitsStored", dtype.itemsize * 8))
         if int(ds.PixelRepresentation) == 1:
             low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
@@ -133,24 +151,24 @@ def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray,
     return files, orientation, positions[0], step
 
 
-def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, bool]:
     """HU = stored * slope + intercept, as int16 when that is exact (nearly always), else float32.
 
-    int16 halves the memory of the largest array in the pipeline, and for int16
-    data with intercept 0 the stored array itself is used, without a copy.
+    Returns (HU, exact). int16 halves the memory of the largest array in the pipeline; when exact, 16-bit stored
+    values are turned into HU in their own buffer (``stored`` is overwritten), so the series holds one
+    CT-sized array, from which the writer derives the stored values slice by slice.
     """
     if np.all(slope == 1.0) and np.all(intercept == intercept[0]) and float(intercept[0]).is_integer():
         shift = int(intercept[0])
         low, high = int(stored.min()) + shift, int(stored.max()) + shift
         if -32768 <= low and high <= 32767 and int(stored.max()) <= 32767:
-            if stored.dtype == np.int16 and shift == 0:
-                return stored
-            hu = stored.astype(np.int16)
-            hu += np.int16(shift)
-            return hu
-    scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
-    scaled += intercept[:, None, None].astype(np.float32)
-    return scaled
+            hu = stored.view(np.int16) if stored.dtype in (np.int16, np.uint16) else stored.astype(np.int16)
+            if shift:
+                hu += np.int16(shift)
+            return hu, True
+    hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    hu += intercept[:, None, None].astype(np.float32)
+    return hu, False
 
 
 def load_ct(files: list[DicomFile]) -> CtSeries:
@@ -159,11 +177,12 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     datasets: list[Dataset] = []
     stored: np.ndarray | None = None
     for k, f in enumerate(files):
-        ds = f.header  # parsed by discover; the pixel data is read from the file here
+        ds = f.header  # parsed by discover, pixel data deferred
         try:
-            # pydicom.pixels.pixel_array keeps no decoded copy in the dataset (Dataset.pixel_array does):
-            # one CT-sized array in memory instead of three, and no stacking copy.
-            array = pixel_array(ds)
+            # From the file, not the dataset: decoding a dataset loads its PixelData bytes into it (another
+            # CT-sized copy held until the end), and Dataset.pixel_array also keeps the decoded array. The
+            # writer reads an unchanged slice's bytes when it copies them.
+            array = pixel_array(f.path)
         except Exception as exc:  # decoders raise many kinds; the file name is what matters
             raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
         if array.ndim != 2:
@@ -177,7 +196,8 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
     assert stored is not None
     slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
     intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
-    hu = _hounsfield(stored, slope, intercept)
+    dtype = stored.dtype
+    hu, exact = _hounsfield(stored, slope, intercept)
     spacing = datasets[0].PixelSpacing
     affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
-    return CtSeries(files, datasets, stored, slope, intercept, Volume(hu, affine))
+    return CtSeries(files, datasets, slope, intercept, Volume(hu, affine), dtype, None if exact else stored)

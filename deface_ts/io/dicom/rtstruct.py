@@ -19,7 +19,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.sequence import Sequence
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 from deface_ts.io.dicom.study import DicomFile
 from deface_ts.io.dicom.uids import same_encoding
@@ -235,7 +235,7 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
 
     The level-0.5 iso-line of the one-voxel padded mask runs through edge
     midpoints, so no pixel centre lies on it and the fill reproduces the mask.
-    Collinear points are dropped (tolerance 0 keeps the shape exact).
+    Every traced vertex is kept: a simplified polygon would no longer fill to the same voxels.
     """
     box = bounding_box(mask_slice)
     if box is None:
@@ -245,7 +245,6 @@ def contour_slice(mask_slice: np.ndarray) -> list[np.ndarray]:
     padded = np.pad(mask_slice[box].astype(np.float32), 1)
     polygons = []
     for line in find_contours(padded, 0.5):
-        line = approximate_polygon(line, tolerance=0.0)
         if len(line) > 3 and np.allclose(line[0], line[-1]):
             line = line[:-1]
         polygons.append(line + [r0 - 1.0, c0 - 1.0])

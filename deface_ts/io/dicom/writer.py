@@ -35,7 +35,8 @@ class Changes:
     ct_mask
         Voxels (CT grid) whose HU value changes; None: CT unchanged.
     ct_hu
-        New HU values: a full CT-grid array, or a scalar for all voxels of ``ct_mask``.
+        New HU values of the voxels of ``ct_mask``: one value for all, or one per voxel in the mask's C order
+        (``hu[ct_mask] = ct_hu``).
     rois
         ROI number → new mask on the CT grid (full array). ROIs not named keep their contours exactly.
     dose_zero
@@ -105,20 +106,22 @@ def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap, transform
     ct = case.ct
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    new_hu = changes.ct_hu
+    mask, new_hu = changes.ct_mask, np.asarray(changes.ct_hu, dtype=np.float64)
+    if mask is not None and new_hu.ndim:  # one value per masked voxel: slice k's run starts at start[k]
+        start = np.concatenate([[0], np.cumsum([np.count_nonzero(m) for m in mask])])
     for k, original in enumerate(ct.datasets):
         ds = _new_identity(original, uids)
         transfer = original.file_meta.TransferSyntaxUID
-        if changes.ct_mask is not None and changes.ct_mask[k].any():
-            stored = ct.stored[k].copy()
-            hu = new_hu[k][changes.ct_mask[k]] if isinstance(new_hu, np.ndarray) else np.float64(new_hu)
-            stored[changes.ct_mask[k]] = ct.stored_from_hu(hu, k)
+        if mask is not None and mask[k].any():
+            stored = ct.stored_slice(k)
+            hu = new_hu[start[k]:start[k + 1]] if new_hu.ndim else new_hu
+            stored[mask[k]] = ct.stored_from_hu(hu, k)
             _set(ds, "PixelData", "OB" if stored.dtype.itemsize == 1 else "OW", stored.tobytes())
             if transfer.is_compressed:
                 _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
         elif transfer.is_compressed:
             # The writer re-encodes nothing: a compressed input slice is written uncompressed, same values.
-            _set(ds, "PixelData", "OW", ct.stored[k].tobytes())
+            _set(ds, "PixelData", "OW", ct.stored_slice(k).tobytes())
             _set(ds.file_meta, "TransferSyntaxUID", "UI", ExplicitVRLittleEndian)
         if changes.defaced:
             _mark_defaced(ds)

@@ -71,3 +71,19 @@ def test_offsets_neither_relative_nor_absolute_are_refused(phantom, tmp_path):
 
     with pytest.raises(InputError, match=r"starts at 2\.500 mm, neither 0 \(relative\) nor"):
         load_dose(_edit_dose(phantom, tmp_path, shifted))
+
+
+@pytest.mark.parametrize("shift_mm, inside", [((0, 0, 0), True), ((150, 0, 0), True), ((400, 0, 0), False),
+                                              ((0, -400, 0), False), ((0, 0, 500), False), ((0, 0, -500), False)])
+def test_a_dose_grid_entirely_outside_the_ct_is_refused(phantom, tmp_path, shift_mm, inside):
+    """One dose point inside the CT is enough (a dose grid may extend past the CT); none is another CT's dose."""
+    from deface_ts.io.dicom.case import check_dose_on_ct, load_case
+
+    ct = load_case(phantom.folder).ct.hu
+    dose = load_dose(_edit_dose(phantom, tmp_path, lambda ds: setattr(
+        ds, "ImagePositionPatient", [float(v) + s for v, s in zip(ds.ImagePositionPatient, shift_mm)])))
+    if inside:
+        check_dose_on_ct(dose, ct)
+    else:
+        with pytest.raises(InputError, match=r"dose\.dcm: the RTDOSE grid .* lies entirely outside the CT"):
+            check_dose_on_ct(dose, ct)
