@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deface_ts.config import Config
-from deface_ts.errors import DefaceError, InputError
+from deface_ts.errors import DefaceError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,12 @@ def run_case(case: BatchCase, output_root: Path, config: Config) -> CaseResult:
 
 def linkage_folder(output_root: Path, config: Config) -> Path:
     """One folder of linkage files for the run, outside the output root (which is what gets shared)."""
-    if config.deid.linkage:
-        return Path(config.deid.linkage)
-    return Path(output_root).parent / f"{Path(output_root).name}.linkage"
+    folder = Path(config.deid.linkage) if config.deid.linkage else Path(output_root).parent / f"{Path(output_root).name}.linkage"
+    root = Path(output_root).resolve()
+    if folder.resolve() == root or root in folder.resolve().parents:
+        raise OutputError(f"{folder}: the linkage folder must lie outside the output root {output_root}, "
+                          "which is what gets shared")
+    return folder
 
 
 def _write_record(path: Path, case: BatchCase, code: int, message: str, kind: str, trace: str | None = None) -> None:

@@ -80,3 +80,11 @@ def test_batch_pseudonyms_from_manifest_and_one_linkage_folder(phi, tmp_path, ca
     assert (first.StudyInstanceUID, first.RTPlanDate) == (second.StudyInstanceUID, second.RTPlanDate)
     assert sorted(p.name for p in (tmp_path / "shared.linkage").iterdir()) == ["first.csv", "second.csv"]
     assert not any(p.name.endswith(".csv") for p in root.rglob("*"))
+
+
+def test_batch_linkage_inside_output_root_is_refused(phi, tmp_path):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case,input\nfirst,{phi.folder}\n")
+    root = tmp_path / "shared"
+    assert main(["batch", str(manifest), str(root), *FAST, "--linkage", str(root / "keys")]) == 4
+    assert "outside the output root" in json.loads((root / "first.failed.json").read_text())["message"]

@@ -210,6 +210,20 @@ def test_echo_in_private_un_bytes_is_caught(phi, tmp_path, key, capsys):
     assert "RTDOSE.dcm: (3253,1002) (PatientID)" in str(error.value) and PATIENT_ID not in str(error.value)
 
 
+def test_safe_private_is_opt_in_and_still_scanned(phi, tmp_path, key, capsys):
+    profile = tmp_path / "safe.yaml"
+    profile.write_text("safe_private: ['GOTHAM TPS 1.0:04']\n")  # the block's software version only
+    out = tmp_path / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", str(profile)]) == 0
+    plan = pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    kept = [e for e in walk(plan) if e.tag.is_private]
+    assert {(e.tag.element & 0xFF) for e in kept if e.tag.element > 0xFF} == {0x04}
+    assert any(c.startswith("113111") for c in json.loads((out / "report.json").read_text())["deid"]["options"])
+    profile.write_text("safe_private: ['GOTHAM TPS 1.0:02']\n")  # the MRN: the echo scan stops it
+    assert main(["deid", str(phi.folder), str(tmp_path / "leak"), "--deid-key", str(key), "--deid", str(profile)]) == 6
+    assert "(PatientID)" in capsys.readouterr().err and not (tmp_path / "leak").exists()
+
+
 @requires_dciodvfy
 def test_deid_output_is_no_less_valid(phi, deid_run, tmp_path):
     out, _ = deid_run
