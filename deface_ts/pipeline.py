@@ -100,8 +100,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         if deid is not None:
             deid_session.check_output(tmp, deid)  # after report.json: the report is searched too
-    if deid is not None:
-        deid_session.write_linkage(linkage_file, deid)  # type: ignore[arg-type]
+            deid_session.write_linkage(linkage_file, deid)  # type: ignore[arg-type]  # before the output appears
     return report
 
 
@@ -331,6 +330,7 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
         if config.verify.pictures:
             report["qc_pictures"] = pictures
         report["input"] = {"ct": str(input), "eyes_mask": str(eyes_mask) if eyes_mask else None, "protect_masks": [str(p) for p in protect_masks]}
+        report["deid"] = {"profile": "not applicable: a NIfTI input has no DICOM headers (file names are kept)"}
         report["output"] = {"folder": str(output), "ct": "ct_defaced.nii.gz", "removal_mask": "removal_mask.nii.gz",
                             "protection_mask": "protection_mask.nii.gz"}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))

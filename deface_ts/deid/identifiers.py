@@ -26,7 +26,7 @@ _TEXT_KEYWORDS = (
     "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "PatientAddress",
     "PatientTelephoneNumbers", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
     "TreatmentMachineName", "DeviceSerialNumber", "MedicalRecordLocator", "RegionOfResidence",
-    "PersonTelephoneNumbers", "PersonAddress", "InstitutionDepartmentTypeCodeSequence",
+    "PersonTelephoneNumbers", "PersonAddress",
 )
 _TEXT_TAGS = {tag_for_keyword(k): k for k in _TEXT_KEYWORDS if tag_for_keyword(k) is not None}
 # A UID has at least two dots: decimal numbers (contour coordinates) have at most one.

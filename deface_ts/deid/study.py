@@ -78,5 +78,5 @@ def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_
                   "timings_s": {"deid": round(time.perf_counter() - start, 3)}}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         check_output(tmp, deid)
-    report["linkage"] = str(write_linkage(linkage, deid))
+        report["linkage"] = str(write_linkage(linkage, deid))  # before the output appears: never one without it
     return report
