@@ -22,7 +22,12 @@ from deface_ts import __version__
 from deface_ts.deid.identifiers import Identifiers
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
-from deface_ts.io.dicom.uids import UidMap, encode_sequence, sequence_items, shallow_copy
+from deface_ts.io.dicom.uids import (
+    UidMap,
+    encode_sequence,
+    sequence_items,
+    shallow_copy,
+)
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.

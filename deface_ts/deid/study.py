@@ -19,7 +19,13 @@ from pydicom.errors import InvalidDicomError
 
 from deface_ts import __version__
 from deface_ts.config import DeidConfig
-from deface_ts.deid.session import check_output, linkage_path, prepare, summary, write_linkage
+from deface_ts.deid.session import (
+    check_output,
+    linkage_path,
+    prepare,
+    summary,
+    write_linkage,
+)
 from deface_ts.errors import ConfigError, InputError
 from deface_ts.io.output import atomic_output
 

@@ -39,7 +39,7 @@ def test_deface_deidentifies_by_default(phi, defaced):
     codes = {item.CodeValue for item in ct.DeidentificationMethodCodeSequence}
     assert {"113100", "113102", "113107", "113108"} <= codes
     linkage = defaced.parent / "out.linkage.csv"
-    assert {"kind": "PatientID", "original": PATIENT_ID, "new": "HN-017"} in list(csv.DictReader(open(linkage)))
+    assert {"kind": "PatientID", "original": PATIENT_ID, "new": "HN-017"} in list(csv.DictReader(linkage.read_text().splitlines()))
 
 
 def test_deface_with_deid_off_keeps_headers(phi, tmp_path):

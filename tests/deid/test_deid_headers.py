@@ -17,8 +17,20 @@ import pytest
 
 from deface_ts.apps.cli import main
 from deface_ts.deid.table import EDITION, load_table
-from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch
-from tests.deid.phi_study import DATES, PATIENT_ID, PHI_ROI, PLANTED, REVIEW_DATE, write_phi_study
+from tests.checkers import (
+    dciodvfy_errors,
+    plastimatch_convert,
+    requires_dciodvfy,
+    requires_plastimatch,
+)
+from tests.deid.phi_study import (
+    DATES,
+    PATIENT_ID,
+    PHI_ROI,
+    PLANTED,
+    REVIEW_DATE,
+    write_phi_study,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +98,7 @@ def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
     assert str(phi.folder) not in (out / "report.json").read_text()
     assert report["deid"]["echo_scan"].startswith("passed")
     originals = {str(ds.SOPInstanceUID): ds for ds in datasets(phi.folder)}
-    linkage = {row["original"]: row["new"] for row in csv.DictReader(open(out.parent / "out.linkage.csv"))}
+    linkage = {row["original"]: row["new"] for row in csv.DictReader((out.parent / "out.linkage.csv").read_text().splitlines())}
     for ds in datasets(out):
         assert not any(e.tag.is_private for e in walk(ds)), "private element left"
         assert ds.PatientID == ds.PatientName == report["deid"]["patient_id"]
@@ -98,10 +110,13 @@ def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
 
 
+def day(text: str) -> dt.date:
+    return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+
 def test_deid_shifts_every_date_by_one_offset(phi, deid_run):
     out, _ = deid_run
     shifted = {str(ds.Modality): ds for ds in datasets(out)}
-    day = lambda text: dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))  # noqa: E731
     offset = day(shifted["CT"].StudyDate) - day(DATES["CT"])
     assert offset.days != 0 and offset.days % 7 == 0
     assert day(shifted["RTSTRUCT"].StructureSetDate) - day(DATES["RTSTRUCT"]) == offset
@@ -159,7 +174,7 @@ def test_deid_linkage_outside_output(phi, deid_run):
     out, key = deid_run
     linkage = out.parent / "out.linkage.csv"
     assert stat.S_IMODE(linkage.stat().st_mode) == 0o600
-    rows = list(csv.DictReader(open(linkage)))
+    rows = list(csv.DictReader(linkage.read_text().splitlines()))
     assert {"kind": "PatientID", "original": PATIENT_ID, "new": pydicom.dcmread(out / "CT_0001.dcm").PatientID} in rows
     assert {r["original"] for r in rows if r["kind"] == "UID"} >= phi.original_uids
     assert key.read_text().strip() not in linkage.read_text() + (out / "report.json").read_text()
