@@ -154,6 +154,17 @@ def test_deid_rt_text_and_roi_names(phi, deid_run):
     assert report["deid"]["renamed_rois"] == sorted(names - original)
 
 
+def test_basic_profile_keeps_no_date_and_no_characteristic(phi, tmp_path, key):
+    out = tmp_path / "basic"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", "basic"]) == 0
+    assert planted_in(out, phi.original_uids) == []
+    plan = pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    assert plan.RTPlanDate == "19000101" and plan.get("StructureSetDate") is None and plan.StudyDate == ""
+    assert "PatientSex" not in plan or plan.PatientSex == ""
+    assert [c.CodeValue for c in plan.DeidentificationMethodCodeSequence] == ["113100"]
+    assert "LongitudinalTemporalInformationModified" not in plan
+
+
 def test_deid_is_deterministic_per_key(phi, deid_run, tmp_path, key):
     out, first_key = deid_run
     again = tmp_path / "again"
