@@ -84,7 +84,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         report = case.deidentify_report(report, Path(input))
         write_report(tmp / "report.json", report)
         case.check_shareable(tmp)  # after report.json: the report is searched too
-    case.write_linkage(linkage_file)
+        case.write_linkage(linkage_file)  # before the output appears: a shared set is never without its linkage
     return report
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from deface_ts.apps.progress import StageProgress
 from deface_ts.config import Config
-from deface_ts.errors import DefaceError, InputError
+from deface_ts.errors import DefaceError, InputError, OutputError
 from deface_ts.report import read_report
 from deface_ts.io.output import TemporaryFolder, temporary_folders
 
@@ -142,9 +142,12 @@ def run_case(case: BatchCase, output_root: Path, config: Config,
 
 def linkage_folder(output_root: Path, config: Config) -> Path:
     """One folder of linkage files for the run, outside the output root (which is what gets shared)."""
-    if config.deid.linkage:
-        return Path(config.deid.linkage)
-    return Path(output_root).parent / f"{Path(output_root).name}.linkage"
+    folder = Path(config.deid.linkage) if config.deid.linkage else Path(output_root).parent / f"{Path(output_root).name}.linkage"
+    root = Path(output_root).resolve()
+    if folder.resolve() == root or root in folder.resolve().parents:
+        raise OutputError(f"{folder}: the linkage folder must lie outside the output root {output_root}, "
+                          "which is what gets shared")
+    return folder
 
 
 def _write_record(path: Path, case: BatchCase, code: int, message: str, kind: str, trace: str | None = None) -> None:

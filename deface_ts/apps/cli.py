@@ -125,7 +125,8 @@ def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, ove
                         help="extra eye ROI name pattern (repeatable)")
     parser.add_argument("--fill-hu", type=float, help="HU of removed voxels (default -1000)")
     parser.add_argument("--noise", action="store_true", default=None, help="noise-matched air in the removed region")
-    parser.add_argument("--uid-salt", help="make new UIDs deterministic with this salt")
+    parser.add_argument("--uid-salt", help="make new UIDs deterministic with this salt (with --deid off; "
+                        "de-identified UIDs are keyed by the de-identification key)")
     parser.add_argument("--no-nifti", action="store_true", help="skip NIfTI copies of the result")
     parser.add_argument("--no-pictures", action="store_true", help="skip the QC pictures (renders, slices, dose)")
     parser.add_argument("-q", "--quiet", action="store_true",

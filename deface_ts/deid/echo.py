@@ -23,6 +23,7 @@ from deface_ts.deid.identifiers import Identifiers
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+_HEAD = 1 << 16  # a CT header fits: its pixel data is then never read back
 _TEXT_SUFFIXES = (".json", ".html", ".htm", ".csv", ".txt", ".yaml", ".yml", ".md", ".svg", ".xml", ".log")
 
 
@@ -40,10 +41,12 @@ def scan_folder(folder: Path, identifiers: Identifiers) -> list[str]:
 
 
 def scan_file(path: Path, identifiers: Identifiers) -> list[str]:
-    data = path.read_bytes()
     name = path.name.lower()
-    if len(data) > 132 and data[128:132] == b"DICM":
-        return _scan_dicom(path, data, identifiers)
+    with open(path, "rb") as handle:
+        head = handle.read(_HEAD)
+        if len(head) > 132 and head[128:132] == b"DICM":
+            return _scan_dicom(path, _dicom_bytes(head, handle, path.stat().st_size), identifiers)
+        data = head + handle.read()
     if name.endswith((".nii", ".nii.gz")):
         return _scan_nifti(path, identifiers)
     if name.endswith(".png"):
@@ -53,8 +56,7 @@ def scan_file(path: Path, identifiers: Identifiers) -> list[str]:
     return [f"{'text' if name.endswith(_TEXT_SUFFIXES) else 'file bytes'} ({kind})"] if kind else []
 
 
-def _scan_dicom(path: Path, data: bytes, identifiers: Identifiers) -> list[str]:
-    searched = _without_pixels(data)
+def _scan_dicom(path: Path, searched: bytes, identifiers: Identifiers) -> list[str]:
     if not identifiers.find(searched):
         return []
     ds = pydicom.dcmread(path, force=True)
@@ -63,21 +65,31 @@ def _scan_dicom(path: Path, data: bytes, identifiers: Identifiers) -> list[str]:
     return places or [f"file bytes outside any element ({identifiers.find(searched)})"]
 
 
-def _without_pixels(data: bytes) -> bytes:
-    """The file's bytes up to the pixel data, and whatever follows a pixel data value of defined length.
+def _dicom_bytes(head: bytes, handle, size: int) -> bytes:
+    """The file's bytes without the pixel data values (never read from disk when they end the file)."""
+    start = _pixel_data_at_end(head, size)
+    if start is not None:
+        return head[:start]
+    data = head + handle.read()
+    start = _pixel_data_at_end(data, size)
+    return data[:start] if start is not None else _without_pixels_parsed(data)
 
-    The Pixel Data element is found by its tag with a length that ends exactly at
-    the end of the file (as the writers here write it); a tag-like run of bytes
-    inside an earlier value has no such length. Anything else is parsed.
+
+def _pixel_data_at_end(data: bytes, size: int) -> int | None:
+    """Where a Pixel Data element whose value ends the file starts in ``data`` (the file's first bytes), or None.
+
+    The element is recognised by its tag and a length that ends exactly at the
+    end of the file (as the writers here write it); a tag-like run of bytes inside
+    an earlier value has no such length. Anything else is parsed.
     """
     start = data.find(_PIXEL_DATA_TAG)
     while start >= 0:
         for header in (12, 8):  # explicit VR (OB/OW, 4-byte length), implicit VR
             length = int.from_bytes(data[start + header - 4:start + header], "little")
-            if start + header + length == len(data):
-                return data[:start]
+            if start + header <= len(data) and start + header + length == size:
+                return start
         start = data.find(_PIXEL_DATA_TAG, start + 1)
-    return _without_pixels_parsed(data)
+    return None
 
 
 def _without_pixels_parsed(data: bytes) -> bytes:

@@ -22,7 +22,12 @@ from deface_ts import __version__
 from deface_ts.deid.identifiers import Identifiers
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
-from deface_ts.io.dicom.uids import UidMap, encode_sequence, sequence_items, shallow_copy
+from deface_ts.io.dicom.uids import (
+    UidMap,
+    encode_sequence,
+    sequence_items,
+    shallow_copy,
+)
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
@@ -69,7 +74,7 @@ class HeaderDeidentifier:
         out = shallow_copy(ds)
         changed = False
         for tag, raw in list(ds.items()):
-            if tag.is_private:
+            if tag.is_private and not self._safe_private(ds, tag):
                 del out[tag]
                 self.private_removed += 1
                 changed = True
@@ -87,6 +92,15 @@ class HeaderDeidentifier:
             else:
                 out[tag] = new
         return out, changed
+
+    def _safe_private(self, ds: Dataset, tag) -> bool:
+        safe = self.profile.safe_private
+        if not safe:
+            return False
+        if tag.element < 0x100:  # a private creator: kept when the profile keeps an element of its block
+            return any(creator == str(ds[tag].value).strip() for creator, _ in safe)
+        creator = ds.get((tag.group << 16) | (tag.element >> 8))
+        return creator is not None and (str(creator.value).strip(), tag.element & 0xFF) in safe
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""

@@ -9,6 +9,8 @@ attribute keyword. Both add the RT labels that Table E.1-1 misses or keeps.
 
 Actions: X remove, Z empty, D dummy, K keep, U new keyed UID, C clean (kept
 unless it holds an identifier of this patient), S shift the date, P pseudonym.
+Private elements are removed, except those a YAML profile lists under
+``safe_private`` (Retain Safe Private Option; the echo scan still reads them).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Profile:
     overrides: dict[int, str] = field(default_factory=dict)
     options: tuple[tuple[str, str], ...] = ()
     shift_dates: bool = False
+    safe_private: frozenset[tuple[str, int]] = frozenset()  # (private creator, element byte) kept: opt-in only
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -128,9 +131,9 @@ def load_profile(name: str) -> Profile | None:
                           "or a YAML file)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    unknown = set(data) - {"base", "actions"} if isinstance(data, dict) else {"(not a mapping)"}
+    unknown = set(data) - {"base", "actions", "safe_private"} if isinstance(data, dict) else {"(not a mapping)"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: base, actions)")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: base, actions, safe_private)")
     base = builtin_profile(str(data.get("base", "rt-research")))
     overrides = dict(base.overrides)
     for keyword, action in (data.get("actions") or {}).items():
@@ -140,4 +143,18 @@ def load_profile(name: str) -> Profile | None:
         if action not in ACTIONS:
             raise ConfigError(f"{path}: actions: {keyword}: '{action}', expected one of {', '.join(ACTIONS)}")
         overrides[tag] = action
-    return Profile(f"{base.name}+{path.name}", base.table, overrides, base.options, base.shift_dates)
+    safe = frozenset(_safe_private(str(entry), path) for entry in data.get("safe_private") or [])
+    options = base.options + ((("113111", "Retain Safe Private Option"),) if safe else ())
+    return Profile(f"{base.name}+{path.name}", base.table, overrides, options, base.shift_dates, safe)
+
+
+def _safe_private(entry: str, path: Path) -> tuple[str, int]:
+    """``"CREATOR:xx"``: the element ``xx`` (hex, 00-FF) of the private block that ``CREATOR`` reserves."""
+    creator, _, element = entry.rpartition(":")
+    try:
+        number = int(element, 16)
+    except ValueError:
+        number = -1
+    if not creator or not 0 <= number <= 0xFF:
+        raise ConfigError(f"{path}: safe_private: {entry!r} must be 'PRIVATE CREATOR:xx' with xx a hex byte")
+    return creator.strip(), number

@@ -19,7 +19,13 @@ from pydicom.errors import InvalidDicomError
 
 from deface_ts import __version__
 from deface_ts.config import DeidConfig
-from deface_ts.deid.session import check_output, linkage_path, prepare, summary, write_linkage
+from deface_ts.deid.session import (
+    check_output,
+    linkage_path,
+    prepare,
+    summary,
+    write_linkage,
+)
 from deface_ts.errors import ConfigError, InputError
 from deface_ts.io.output import atomic_output
 
@@ -78,5 +84,5 @@ def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_
                   "timings_s": {"deid": round(time.perf_counter() - start, 3)}}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         check_output(tmp, deid)
-    report["linkage"] = str(write_linkage(linkage, deid))
+        report["linkage"] = str(write_linkage(linkage, deid))  # before the output appears: never one without it
     return report

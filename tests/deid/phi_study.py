@@ -60,6 +60,7 @@ def _private_block(ds: Dataset) -> None:
     block.add_new(0x01, "LO", "Smithson^Johanna")
     block.add_new(0x02, "LO", PATIENT_ID)
     block.add_new(0x03, "UI", str(ds.get("StudyInstanceUID", "1.2.3")))
+    block.add_new(0x04, "LO", "TPS 7.1")  # nothing identifying: what a safe-private list may keep
 
 
 def _plan(ds: Dataset) -> None:

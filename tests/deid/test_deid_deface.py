@@ -39,7 +39,7 @@ def test_deface_deidentifies_by_default(phi, defaced):
     codes = {item.CodeValue for item in ct.DeidentificationMethodCodeSequence}
     assert {"113100", "113102", "113107", "113108"} <= codes
     linkage = defaced.parent / "out.linkage.csv"
-    assert {"kind": "PatientID", "original": PATIENT_ID, "new": "HN-017"} in list(csv.DictReader(open(linkage)))
+    assert {"kind": "PatientID", "original": PATIENT_ID, "new": "HN-017"} in list(csv.DictReader(linkage.read_text().splitlines()))
 
 
 def test_deface_with_deid_off_keeps_headers(phi, tmp_path):
@@ -80,3 +80,11 @@ def test_batch_pseudonyms_from_manifest_and_one_linkage_folder(phi, tmp_path, ca
     assert (first.StudyInstanceUID, first.RTPlanDate) == (second.StudyInstanceUID, second.RTPlanDate)
     assert sorted(p.name for p in (tmp_path / "shared.linkage").iterdir()) == ["first.csv", "second.csv"]
     assert not any(p.name.endswith(".csv") for p in root.rglob("*"))
+
+
+def test_batch_linkage_inside_output_root_is_refused(phi, tmp_path):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case,input\nfirst,{phi.folder}\n")
+    root = tmp_path / "shared"
+    assert main(["batch", str(manifest), str(root), *FAST, "--linkage", str(root / "keys")]) == 4
+    assert "outside the output root" in json.loads((root / "first.failed.json").read_text())["message"]

@@ -17,8 +17,20 @@ import pytest
 
 from deface_ts.apps.cli import main
 from deface_ts.deid.table import EDITION, load_table
-from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch
-from tests.deid.phi_study import DATES, PATIENT_ID, PHI_ROI, PLANTED, REVIEW_DATE, write_phi_study
+from tests.checkers import (
+    dciodvfy_errors,
+    plastimatch_convert,
+    requires_dciodvfy,
+    requires_plastimatch,
+)
+from tests.deid.phi_study import (
+    DATES,
+    PATIENT_ID,
+    PHI_ROI,
+    PLANTED,
+    REVIEW_DATE,
+    write_phi_study,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +98,7 @@ def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
     assert str(phi.folder) not in (out / "report.json").read_text()
     assert report["deid"]["echo_scan"].startswith("passed")
     originals = {str(ds.SOPInstanceUID): ds for ds in datasets(phi.folder)}
-    linkage = {row["original"]: row["new"] for row in csv.DictReader(open(out.parent / "out.linkage.csv"))}
+    linkage = {row["original"]: row["new"] for row in csv.DictReader((out.parent / "out.linkage.csv").read_text().splitlines())}
     for ds in datasets(out):
         assert not any(e.tag.is_private for e in walk(ds)), "private element left"
         assert ds.PatientID == ds.PatientName == report["deid"]["patient_id"]
@@ -98,10 +110,13 @@ def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
 
 
+def day(text: str) -> dt.date:
+    return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+
 def test_deid_shifts_every_date_by_one_offset(phi, deid_run):
     out, _ = deid_run
     shifted = {str(ds.Modality): ds for ds in datasets(out)}
-    day = lambda text: dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))  # noqa: E731
     offset = day(shifted["CT"].StudyDate) - day(DATES["CT"])
     assert offset.days != 0 and offset.days % 7 == 0
     assert day(shifted["RTSTRUCT"].StructureSetDate) - day(DATES["RTSTRUCT"]) == offset
@@ -139,6 +154,17 @@ def test_deid_rt_text_and_roi_names(phi, deid_run):
     assert report["deid"]["renamed_rois"] == sorted(names - original)
 
 
+def test_basic_profile_keeps_no_date_and_no_characteristic(phi, tmp_path, key):
+    out = tmp_path / "basic"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", "basic"]) == 0
+    assert planted_in(out, phi.original_uids) == []
+    plan = pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    assert plan.RTPlanDate == "19000101" and plan.get("StructureSetDate") is None and plan.StudyDate == ""
+    assert "PatientSex" not in plan or plan.PatientSex == ""
+    assert [c.CodeValue for c in plan.DeidentificationMethodCodeSequence] == ["113100"]
+    assert "LongitudinalTemporalInformationModified" not in plan
+
+
 def test_deid_is_deterministic_per_key(phi, deid_run, tmp_path, key):
     out, first_key = deid_run
     again = tmp_path / "again"
@@ -159,7 +185,7 @@ def test_deid_linkage_outside_output(phi, deid_run):
     out, key = deid_run
     linkage = out.parent / "out.linkage.csv"
     assert stat.S_IMODE(linkage.stat().st_mode) == 0o600
-    rows = list(csv.DictReader(open(linkage)))
+    rows = list(csv.DictReader(linkage.read_text().splitlines()))
     assert {"kind": "PatientID", "original": PATIENT_ID, "new": pydicom.dcmread(out / "CT_0001.dcm").PatientID} in rows
     assert {r["original"] for r in rows if r["kind"] == "UID"} >= phi.original_uids
     assert key.read_text().strip() not in linkage.read_text() + (out / "report.json").read_text()
@@ -208,6 +234,20 @@ def test_echo_in_private_un_bytes_is_caught(phi, tmp_path, key, capsys):
     with pytest.raises(Exception) as error:
         check_output(out, deid)
     assert "RTDOSE.dcm: (3253,1002) (PatientID)" in str(error.value) and PATIENT_ID not in str(error.value)
+
+
+def test_safe_private_is_opt_in_and_still_scanned(phi, tmp_path, key, capsys):
+    profile = tmp_path / "safe.yaml"
+    profile.write_text("safe_private: ['GOTHAM TPS 1.0:04']\n")  # the block's software version only
+    out = tmp_path / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", str(profile)]) == 0
+    plan = pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    kept = [e for e in walk(plan) if e.tag.is_private]
+    assert {(e.tag.element & 0xFF) for e in kept if e.tag.element > 0xFF} == {0x04}
+    assert any(c.startswith("113111") for c in json.loads((out / "report.json").read_text())["deid"]["options"])
+    profile.write_text("safe_private: ['GOTHAM TPS 1.0:02']\n")  # the MRN: the echo scan stops it
+    assert main(["deid", str(phi.folder), str(tmp_path / "leak"), "--deid-key", str(key), "--deid", str(profile)]) == 6
+    assert "(PatientID)" in capsys.readouterr().err and not (tmp_path / "leak").exists()
 
 
 @requires_dciodvfy
