@@ -25,7 +25,7 @@ from deface_ts.config import Config
 from deface_ts.io.dicom.case import Case, load_case
 from deface_ts.io.dicom.uids import UidMap
 from deface_ts.io.dicom.writer import write_case
-from deface_ts.errors import InputError, PrivacyError
+from deface_ts.errors import InputError
 from deface_ts.io.output import atomic_output
 from deface_ts.removal.plan import RULES, RemovalPlan, body_from_hu, plan_removal
 from deface_ts.locate.base import FaceLocation, Locator
@@ -130,7 +130,9 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
     """The locator the configured method names; ``auto`` picks the strongest one available.
 
     Eye landmarks come, in this order, from ``eyes_mask`` (NIfTI input), the
-    RTSTRUCT's eye ROIs, or TotalSegmentator's head_glands_cavities.
+    RTSTRUCT's eye ROIs, TotalSegmentator's head_glands_cavities, or the CT
+    itself (`deface_ts.locate.ct_eyes`; under ``auto`` cross-checked by the
+    render locator, `deface_ts.locate.weightless`).
     """
     from deface_ts.locate.totalseg import runtime
 
@@ -150,10 +152,9 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
             installed = "head_glands_cavities" in weights.available_tasks()
         if installed:
             return runtime.TotalSegEyeLocator(options)
-        if eyes_mask is None and structures is None:
-            raise PrivacyError("no eye landmarks: NIfTI input needs --eyes-mask, or TotalSegmentator's "
-                               "head_glands_cavities weights (deface-ts models status). Nothing was written.")
-        return RoiEyeLocator(structures, config.eyes)  # raises the error that names the ROIs seen
+        return weight_free_locator(config, structures, cross_check=False)
+    if method == "weightless":
+        return weight_free_locator(config, structures, cross_check=True)
     if method in ("face", "union"):
         return runtime.TotalSegLocator(method, options, eye_locator)
     if method == "render":
@@ -164,7 +165,7 @@ def make_locator(config: Config, structures=None, eyes_mask: np.ndarray | None =
 
 
 def auto_method(options, has_eyes: bool) -> str:
-    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
+    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > weightless (CT eyes checked by a render)."""
     from deface_ts.locate.totalseg import runtime
 
     with runtime.using_home(options):
@@ -172,12 +173,20 @@ def auto_method(options, has_eyes: bool) -> str:
     try:
         return runtime.choose_method(tasks, has_eyes)
     except InputError:
-        from deface_ts.vision import faces
+        return "weightless"
 
-        if faces.available_detectors():
-            return "render"
-        raise PrivacyError("no way to locate the face: no eye ROI or eye mask, no TotalSegmentator weights "
-                           "(deface-ts models status) and no face detector installed. Nothing was written.") from None
+
+def weight_free_locator(config: Config, structures, cross_check: bool) -> Locator:
+    """The CT eye finder; with ``cross_check`` the render locator checks it (or stands in) where detectors exist."""
+    from deface_ts.locate.ct_eyes import CtEyeLocator
+    from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator
+    from deface_ts.locate.weightless import WeightFreeLocator, why_weight_free
+    from deface_ts.vision import faces
+
+    render = None
+    if cross_check and any(d in LANDMARK_DETECTORS for d in faces.available_detectors()):
+        render = RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
+    return WeightFreeLocator(CtEyeLocator(), render, why=why_weight_free(structures))
 
 
 def totalseg_options(config: Config):

@@ -98,7 +98,7 @@ class CtEyeLocator:
                                "refused. Nothing was written.")
         return self._location(ct, grid, pair, score)
 
-    def _location(self, ct: Volume, grid: "CoarseGrid", pair: tuple[Candidate, Candidate], score: float) -> FaceLocation:
+    def _location(self, ct: Volume, grid: CoarseGrid, pair: tuple[Candidate, Candidate], score: float) -> FaceLocation:
         centres = [grid.lps(c) for c in pair]
         left_first = centres[0][0] > centres[1][0]  # LPS +x is the patient's left
         eyes, moved = [], []
@@ -111,8 +111,8 @@ class CtEyeLocator:
             eyes.append(Eye("ct", side, centre, sphere_mask(ct, centre, self.eye_radius_mm)))
         eyes.sort(key=lambda e: e.side)
         distance = float(np.linalg.norm(eyes[0].centre_mm - eyes[1].centre_mm))
-        notes = [f"eyes from the CT (globe finder): confidence {score:.2f}, centres {distance:.0f} mm apart, "
-                 f"water {pair[0].water:.2f}/{pair[1].water:.2f}, fat behind {pair[0].fat:.2f}/{pair[1].fat:.2f}",
+        notes = [(f"eyes from the CT (globe finder): confidence {score:.2f}, centres {distance:.0f} mm apart, "
+                  f"water {pair[0].water:.2f}/{pair[1].water:.2f}, fat behind {pair[0].fat:.2f}/{pair[1].fat:.2f}"),
                  "refined on the full grid (moved by): " + (", ".join(moved) or "not refined")]
         return FaceLocation(self.name, eyes, notes=notes)
 
@@ -132,7 +132,7 @@ class CoarseGrid:
     stride: np.ndarray  # view voxels per fine sample along S, A, L
 
     @classmethod
-    def of(cls, ct: Volume, view: AnatomicalView, grid_mm: float) -> "CoarseGrid":
+    def of(cls, ct: Volume, view: AnatomicalView, grid_mm: float) -> CoarseGrid:
         spacing = np.array([ct.spacing[a] for a in view.axes])
         # Sub-millimetre pixels are sampled every ~1 mm first: a globe is 24 mm across, and a 1 mm orbital
         # roof still shows in a 1 mm sample. This keeps a 512x512 head within the time budget.
