@@ -247,6 +247,8 @@ def build_report(case: Case | None, location: FaceLocation, plan: RemovalPlan, a
             "voxels": int(removed.sum()),
             "tissue_voxels": int(tissue.sum()),
             "tissue_volume_cc": round(int(tissue.sum()) * voxel_cc, 3),
+            # Tissue the skull encloses that the plan removes (0 unless region upper; None: keep_brain off).
+            "brain_side_cc": plan.brain_side_removed_cc,
             "by_rule_voxels": rules,
             "kept_by_protection_voxels": plan.kept_by,
             "protection_labels": {str(k): v for k, v in plan.protection_labels.items()},

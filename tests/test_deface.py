@@ -156,15 +156,6 @@ def test_upper_region_is_defacert_box(phantom_cache, tmp_path):
     assert removal.index_to_lps(k)[:, 2].min() >= lowest - 5.0 - 1e-3
 
 
-def test_no_eye_roi_fails_cleanly(phantom_cache, tmp_path, capsys):
-    study = phantom_cache(include_eyes=False)
-    before = tree_digest(study.folder)
-    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--method", "eyes"]) == 6
-    err = capsys.readouterr().err
-    assert "no eye ROI found" in err and study.roi_names["body"] in err and "Nothing was written" in err
-    assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
-
-
 @pytest.mark.parametrize(
     "name, eye",
     [("Eye_L", True), ("Eye Lt", True), ("Globe_R", True), ("OPTIC GLOBE L", True), ("Orbit_R", True),

@@ -29,7 +29,7 @@ from scipy import ndimage, signal
 from deface_ts.errors import PrivacyError
 from deface_ts.geometry.volume import AnatomicalView, Volume
 from deface_ts.locate.base import Eye, FaceLocation
-from deface_ts.locate.render import FAT_HU, VITREOUS_HU, sphere_mask
+from deface_ts.locate.render import FAT_HU, sphere_mask
 
 #: Centre-to-centre distance of the globes: adults 55-70 mm; the bounds leave room for children and noise.
 EYE_DISTANCE_MM = (48.0, 80.0)
@@ -41,6 +41,11 @@ SKIN_IN_FRONT_MM = (8.0, 32.0)
 #: The orbital roof lies over each globe: bone within this distance (mm) above the globe's surface.
 ROOF_ABOVE_MM = 14.0
 BONE_HU = 250.0
+#: The vitreous is 99 % water: 0-20 HU on a calibrated scanner (14 +- 9 HU per voxel in the real head of the
+#: tests). Muscle (extraocular, facial, masseter) is 40-60 HU, so the band stops between the two: a cheek of
+#: muscle under subcutaneous fat is not a globe. (The render locator's wider band only has to tell the globe
+#: from the fat around it.)
+WATER_HU = (-25.0, 35.0)
 #: Candidates must hold at least this much water in the inner ball and fat behind the globe.
 MIN_WATER, MIN_FAT = 0.7, 0.15
 
@@ -143,7 +148,7 @@ class CoarseGrid:
         hu = hu[: shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]]
         # One label per voxel, then one block histogram: four masks summed separately cost four passes.
         label = np.zeros(hu.shape, dtype=np.uint8)
-        label[(hu >= VITREOUS_HU[0]) & (hu <= VITREOUS_HU[1])] = 1
+        label[(hu >= WATER_HU[0]) & (hu <= WATER_HU[1])] = 1
         label[(hu >= FAT_HU[0]) & (hu < FAT_HU[1])] = 2
         label[hu > BONE_HU] = 3
         label[hu <= -400.0] = 4  # air (outside the body)
@@ -189,7 +194,7 @@ def refine_centre(ct: Volume, estimate_mm: np.ndarray, radius_mm: float, steps: 
     if np.any(hi <= lo):
         return None
     box = ct.array[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    water = np.argwhere((box >= VITREOUS_HU[0]) & (box <= VITREOUS_HU[1])) + lo
+    water = np.argwhere((box >= WATER_HU[0]) & (box <= WATER_HU[1])) + lo
     if len(water) == 0:
         return None
     points = ct.index_to_lps(water)
@@ -268,7 +273,7 @@ def best_pair(grid: CoarseGrid, candidates: list[Candidate],
         if not trouble:
             return (a, b), problems
         if len(problems) < 8:
-            problems.append(f"pair at {_mm(a.sal_mm)}/{_mm(b.sal_mm)}: {', '.join(trouble)}")
+            problems.append(f"pair at {_mm(a.sal_mm)}/{_mm(b.sal_mm)} (superior, anterior, left mm): {', '.join(trouble)}")
     return None, problems
 
 
