@@ -30,6 +30,7 @@ from deface_ts.io.output import atomic_output
 from deface_ts.removal.plan import RULES, RemovalPlan, body_from_hu, plan_removal
 from deface_ts.locate.base import FaceLocation, Locator
 from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
+from deface_ts.checks.position import decide_position
 from deface_ts.checks.verify import post_check, post_check_volume, visual_check
 from deface_ts.geometry.volume import Volume
 
@@ -65,6 +66,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         body = body_mask(case, config)
         protected = protected_rois(case, config)
         plan = plan_removal(ct, body, location, protected, config)
+        position = decide_position(ct, body, location, case.ct.patient_position)
     with timer.stage("apply"):
         applied = apply_plan(case, plan, body, {name for name, _ in protected}, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
@@ -80,6 +82,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
                 doses = (case.doses[0].gy, reread.doses[0].gy) if case.doses and reread.doses else (None, None)
                 pictures = qc_pictures(tmp / "qc", ct, reread.ct.hu, plan, location, doses, renders)
         report = build_report(case, location, plan, applied, config, timer, check)
+        report["patient_position"] = position
         report["verify"] = visual
         if config.verify.pictures:
             report["qc_pictures"] = pictures
@@ -296,6 +299,7 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
     with timer.stage("plan"):
         body = body_from_hu(ct.array, config.region.body_hu)
         plan = plan_removal(ct, body, location, protected, config)
+        position = decide_position(ct, body, location, None)
     with timer.stage("apply"):
         hu = ct.array.copy()
         hu[plan.removed] = np.rint(fill_values(ct.array, plan.removed, body, config))
@@ -312,6 +316,7 @@ def deface_nifti(input: Path, output: Path, config: Config, eyes_mask: Path | No
             with timer.stage("qc_pictures"):
                 pictures = qc_pictures(tmp / "qc", ct, written, plan, location, (None, None), renders)
         report = build_report(None, location, plan, None, config, timer, check, ct=ct)
+        report["patient_position"] = position
         report["verify"] = visual
         if config.verify.pictures:
             report["qc_pictures"] = pictures

@@ -204,9 +204,10 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
     assert removal.any() and not (removal & ptv_mask).any()
     assert np.array_equal(defaced_ct.array[~removal], ct.array[~removal])
     assert json.loads((out / "report.json").read_text())["post_check"]["passed"]
-    # method eyes without landmarks (no mask, no TotalSegmentator weights): a clean error, nothing written
-    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 6
-    assert "--eyes-mask" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    # method eyes without a mask or TotalSegmentator weights: the eyes come from the CT itself
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 0
+    eyes = json.loads((tmp_path / "out2" / "report.json").read_text())["landmarks"]["eye_centres_mm"]
+    assert sorted(eyes) == ["left:ct", "right:ct"]
     empty = tmp_path / "empty.nii.gz"
     nifti.save(ct.with_array(np.zeros(ct.shape, np.uint8)), empty)
     assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out3"), "--eyes-mask", str(empty)]) == 6

@@ -22,8 +22,12 @@ A skull with a hole wider than the closing (a craniectomy: InVesalius' real head
 in the tests has one over the right frontal lobe) encloses nothing there, so above
 the eyes a second test joins the first: per axial slice, the convex hull of the
 skull (`skull_envelope`). Above the orbits a slice of the skull is a closed
-convex ring, and its hull spans a defect by a chord; the brain beyond the chord
-(a few mm under a 40 mm defect) is kept by growing the hull by ``bulge_mm``.
+convex ring, and its hull spans a defect by a chord. The brain bulging beyond the
+chord (a few mm under a 40 mm defect) is not covered: growing the hull to cover it
+keeps the brow and forehead skin, whose edges on the cut surface a face detector
+reads as a face (seen on the phantom); on the real head the chord alone removes no
+brain. A voxel touching the brain side is kept too (partial volume at a thin sinus
+roof, seen on the real head).
 """
 
 from __future__ import annotations
@@ -60,8 +64,10 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     Parameters
     ----------
     hu, body
-        HU and the patient body on one grid (any axis order; the array's faces
-        are closed unless outside air touches them).
+        HU and the patient body on one grid (any axis order). Outside is the air
+        outside ``body``, sinus and nasal air included where ``body`` leaves them
+        out: kept tissue there would stand out of the cut surface as a pattern a
+        face detector reads as a face. The array's faces are closed.
     spacing
         Voxel size (mm) along the three array axes.
     bone_hu
@@ -91,7 +97,7 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
 
 
 def skull_envelope(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: float,
-                   block_mm: float = 2.0, bulge_mm: float = 6.0) -> np.ndarray:
+                   block_mm: float = 2.0) -> np.ndarray:
     """Non-bone voxels inside each axial slice's convex hull of the skull (axis 0 must be superior).
 
     Only bone inside ``body`` counts: head holders and boards lie apart from the
@@ -102,10 +108,9 @@ def skull_envelope(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     spacing = np.asarray(spacing, dtype=float)
     factors = np.array([1, *np.maximum(np.rint(block_mm / spacing[1:]).astype(int), 1)])
     bone = _blocks((hu > bone_hu) & body, factors).max(axis=-1)
-    grow = _ball(bulge_mm, (factors * spacing)[1:])
     hull = np.zeros(bone.shape, dtype=bool)
     for k in np.flatnonzero(bone.any(axis=(1, 2))):
-        hull[k] = ndimage.binary_dilation(convex_hull_image(bone[k]), grow)
+        hull[k] = convex_hull_image(bone[k])
     for axis in (1, 2):
         hull = np.repeat(hull, factors[axis], axis=axis)
     return hull[:, : hu.shape[1], : hu.shape[2]] & (hu <= bone_hu)
@@ -115,10 +120,12 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
                s_envelope: int) -> np.ndarray:
     """What removal must never touch, on an anatomical view's grid (axes superior, anterior, left).
 
-    From view slice ``s_from`` up: the cranial cavity (`cranial_cavity`) found twice,
-    in the whole head and in the part anterior of its middle (a leak behind, through
-    the skull base' foramina, cannot reach the front then), and from ``s_envelope``
-    up the skull's envelope (`skull_envelope`), which spans a skull defect.
+    From view slice ``s_from`` up: the cranial cavity (`cranial_cavity`) found in the
+    whole head and in the part anterior of its middle (a leak behind, through the
+    skull base' foramina, cannot reach the front then); from ``s_envelope`` up the
+    skull's envelope (`skull_envelope`), which spans a skull defect. (Not in the eye
+    band alone: closed at its lowest slice, the nasal cavity would count as enclosed,
+    and its turbinates, kept, stand out of the cut surface like a face.)
     """
     out = np.zeros(hu.shape, dtype=bool)
     s_from, s_envelope = max(int(s_from), 0), max(int(s_envelope), 0)
@@ -129,4 +136,12 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
     out[s_from:, front:] |= cranial_cavity(hu[s_from:, front:], body[s_from:, front:], spacing, bone_hu)
     if s_envelope < hu.shape[0]:
         out[s_envelope:] |= skull_envelope(hu[s_envelope:], body[s_envelope:], spacing, bone_hu)
+    # A voxel touching the cranial cavity (its largest part, not a sinus pocket) is partly brain (partial
+    # volume): it stays too, unless it is bone.
+    labels, count = ndimage.label(out[s_from:])
+    if count:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        cavity = labels == int(np.argmax(sizes))
+        out[s_from:] |= ndimage.binary_dilation(cavity) & (hu[s_from:] <= bone_hu)
     return out
