@@ -135,6 +135,7 @@ class CoarseGrid:
     view: AnatomicalView
     ct: Volume
     stride: np.ndarray  # view voxels per fine sample along S, A, L
+    offset: np.ndarray  # view voxel of block (0, 0, 0)'s first sample (the crop behind the face)
 
     @classmethod
     def of(cls, ct: Volume, view: AnatomicalView, grid_mm: float) -> CoarseGrid:
@@ -143,16 +144,13 @@ class CoarseGrid:
         # roof still shows in a 1 mm sample. This keeps a 512x512 head within the time budget.
         stride = np.maximum(np.floor(1.0 / spacing + 1e-6).astype(int), 1)
         factors = np.maximum(np.rint(grid_mm / (spacing * stride)).astype(int), 1)
-        hu = view.view(ct.array)[:: stride[0], :: stride[1], :: stride[2]]
+        hu = view.view(ct.array)
+        box = _search_box(hu, spacing)
+        offset = np.array([b.start for b in box])
+        hu = hu[box][:: stride[0], :: stride[1], :: stride[2]]
         shape = np.array(hu.shape) // factors
         hu = hu[: shape[0] * factors[0], : shape[1] * factors[1], : shape[2] * factors[2]]
-        # One label per voxel, then one block histogram: four masks summed separately cost four passes.
-        label = np.zeros(hu.shape, dtype=np.uint8)
-        label[(hu >= WATER_HU[0]) & (hu <= WATER_HU[1])] = 1
-        label[(hu >= FAT_HU[0]) & (hu < FAT_HU[1])] = 2
-        label[hu > BONE_HU] = 3
-        label[hu <= -400.0] = 4  # air (outside the body)
-        blocks = label.reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
+        blocks = _classes(hu).reshape(shape[0], factors[0], shape[1], factors[1], shape[2], factors[2])
         blocks = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(*shape, -1)
         total = float(blocks.shape[-1])
 
@@ -160,8 +158,9 @@ class CoarseGrid:
             return np.count_nonzero(blocks == value, axis=-1).astype(np.float32) / total
 
         step = factors * stride * spacing
-        origin = np.array([c[0] for c in view.coordinates]) + (factors - 1) / 2.0 * stride * spacing
-        return cls(fraction(1), fraction(2), fraction(3), fraction(4) < 0.5, step, origin, view, ct, stride)
+        origin = (np.array([c[0] for c in view.coordinates]) + offset * spacing
+                  + (factors - 1) / 2.0 * stride * spacing)
+        return cls(fraction(1), fraction(2), fraction(3), fraction(4) < 0.5, step, origin, view, ct, stride, offset)
 
     def sal(self, index) -> np.ndarray:
         return self.origin_mm + np.asarray(index, dtype=float) * self.step_mm
@@ -172,9 +171,56 @@ class CoarseGrid:
         steps = self.step_mm / np.array([self.ct.spacing[a] for a in self.view.axes])
         for n, (axis, flip) in enumerate(zip(self.view.axes, self.view.flips)):
             # block centre in view voxel units: blocks of ``steps`` voxels sampled every ``stride``
-            position = candidate.index[n] * steps[n] + (steps[n] / self.stride[n] - 1) / 2.0 * self.stride[n]
+            position = (self.offset[n] + candidate.index[n] * steps[n]
+                        + (steps[n] / self.stride[n] - 1) / 2.0 * self.stride[n])
             full[axis] = self.ct.shape[axis] - 1 - position if flip else position
         return self.ct.index_to_lps(full[None])[0]
+
+
+#: The globes' centres lie at most ~45 mm behind the most anterior point of the head (the nose tip, or a mask
+#: a few mm in front of it); the search keeps this much, which also holds the fat shell behind them.
+FRONT_DEPTH_MM = 90.0
+#: Voxel classes: 0 other, 1 water, 2 fat, 3 bone, 4 air.
+_AIR_HU = -400.0
+
+
+def _classify(hu: np.ndarray) -> np.ndarray:
+    label = np.zeros(hu.shape, dtype=np.uint8)
+    label[(hu >= WATER_HU[0]) & (hu <= WATER_HU[1])] = 1
+    label[(hu >= FAT_HU[0]) & (hu < FAT_HU[1])] = 2
+    label[hu > BONE_HU] = 3
+    label[hu <= _AIR_HU] = 4
+    return label
+
+
+#: int16 HU (most CTs) are classified by one table lookup instead of eight comparisons per voxel.
+_INT16_CLASSES = _classify(np.arange(65536, dtype=np.uint16).view(np.int16))
+
+
+def _classes(hu: np.ndarray) -> np.ndarray:
+    if hu.dtype == np.int16:
+        return _INT16_CLASSES[hu.view(np.uint16)]
+    return _classify(hu)
+
+
+def _search_box(hu: np.ndarray, spacing: np.ndarray) -> tuple[slice, slice, slice]:
+    """The part of the view worth searching: the body's extent (+ a margin), ``FRONT_DEPTH_MM`` deep.
+
+    Found on a ~4 mm sample; a few voxels per plane are needed, so noise specks in the air do not count.
+    """
+    step = np.maximum(np.rint(4.0 / spacing).astype(int), 1)
+    sample = hu[:: step[0], :: step[1], :: step[2]] > _AIR_HU
+    margin = np.ceil(20.0 / spacing).astype(int)
+    box = []
+    for axis in range(3):
+        planes = np.flatnonzero(sample.sum(axis=tuple(a for a in range(3) if a != axis)) >= 3)
+        if planes.size == 0:
+            return (slice(None),) * 3  # type: ignore[return-value]
+        first, last = int(planes[0]) * step[axis], int(planes[-1]) * step[axis]
+        if axis == 1:  # anterior: from the front of the head back
+            first = last - int(np.ceil(FRONT_DEPTH_MM / spacing[1]))
+        box.append(slice(max(first - margin[axis], 0), min(last + step[axis] + margin[axis], hu.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
 
 
 def refine_centre(ct: Volume, estimate_mm: np.ndarray, radius_mm: float, steps: int = 6) -> np.ndarray | None:
@@ -219,8 +265,9 @@ def find_candidates(grid: CoarseGrid, radius_mm: float, keep: int = 24) -> list[
     inner = distance <= 0.6 * radius_mm
     # View axis 1 is anterior: "behind" is a negative offset along it.
     shell = (distance > radius_mm + 0.5) & (distance <= radius_mm + 5.0) & (mm[..., 1] < 0)
-    water_in = signal.fftconvolve(grid.water, (inner / inner.sum())[::-1, ::-1, ::-1], mode="same")
-    fat_behind = signal.fftconvolve(grid.fat, (shell / shell.sum())[::-1, ::-1, ::-1], mode="same")
+    # float32 kernels keep the FFTs in single precision (fractions need no more)
+    water_in = signal.fftconvolve(grid.water, (inner / inner.sum())[::-1, ::-1, ::-1].astype(np.float32), mode="same")
+    fat_behind = signal.fftconvolve(grid.fat, (shell / shell.sum())[::-1, ::-1, ::-1].astype(np.float32), mode="same")
     score = water_in + np.minimum(fat_behind, 0.5)
     score[(water_in < MIN_WATER) | (fat_behind < MIN_FAT) | ~grid.body] = 0.0
     size = np.maximum(np.rint(radius_mm / grid.step_mm).astype(int), 1) * 2 + 1
