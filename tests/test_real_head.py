@@ -111,3 +111,42 @@ def test_auto_defaces_the_real_head_from_nifti(cranium, tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert "no DICOM header (NIfTI)" in report["patient_position"]["how"]
     check_defaced(nifti.load(tmp_path / "head.nii.gz"), nifti.load(tmp_path / "out" / "ct_defaced.nii.gz"), report)
+
+
+def thick_slices(ct: Volume, n: int) -> Volume:
+    """Every ``n`` slices averaged into one, as a scanner reconstructs thick slices (1.5 mm → 1.5n mm)."""
+    k = ct.shape[0] // n * n
+    hu = ct.array[:k].reshape(k // n, n, *ct.shape[1:]).mean(axis=1)
+    affine = ct.affine.copy()
+    affine[:3, 0] *= n
+    affine[:3, 3] += ct.affine[:3, 0] * (n - 1) / 2.0
+    return Volume(np.rint(hu).astype(np.int16), affine)
+
+
+def pitched(ct: Volume, degrees: float, points: dict[str, np.ndarray]) -> tuple[Volume, dict[str, np.ndarray]]:
+    """The head tilted in the sagittal plane (flexed or extended), and where ``points`` go with it."""
+    def rotate(array, order, cval):
+        return ndimage.rotate(array, degrees, axes=(0, 1), reshape=False, order=order, cval=cval)
+
+    moved = {}
+    for name, point in points.items():
+        marker = np.zeros(ct.shape, np.float32)
+        k = tuple(np.rint(ct.lps_to_index(point[None])[0]).astype(int))
+        marker[k] = 1.0
+        moved[name] = ct.index_to_lps(np.array(ndimage.center_of_mass(rotate(marker, 1, 0.0)))[None])[0]
+    return Volume(np.rint(rotate(ct.array.astype(np.float32), 1, -1000.0)).astype(np.int16), ct.affine), moved
+
+
+@pytest.mark.parametrize("change", ["3 mm slices", "4.5 mm slices", "noise 20 HU", "pitched +20°", "pitched -20°"])
+def test_globes_found_in_the_real_head_as_real_scans_vary(cranium, change):
+    """Thick slices, a noisier scan, the head pitched (flexed or extended) by 20°: same finder, same parameters."""
+    truth = {e.side: e.centre_mm for e in CtEyeLocator().locate(cranium).eyes}
+    if change.endswith("slices"):
+        ct = thick_slices(cranium, 2 if change.startswith("3") else 3)
+    elif change.startswith("noise"):
+        noise = np.random.default_rng(0).normal(0.0, 20.0, cranium.shape)
+        ct = Volume(np.clip(cranium.array + noise, -1024, 3071).astype(np.int16), cranium.affine)
+    else:
+        ct, truth = pitched(cranium, 20.0 if "+" in change else -20.0, truth)
+    for eye in CtEyeLocator().locate(ct).eyes:
+        assert np.linalg.norm(eye.centre_mm - truth[eye.side]) < 3.0, (change, eye.side)
