@@ -157,7 +157,7 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
     brain = None
     if config.keep_brain:
         brain = brain_side(view.view(ct.array), view.view(body), view_spacing(ct, view), config.bone_hu,
-                           s_low_eye, s_sup + 1)
+                           s_low_eye, s_sup + 1, a_from=cut)
     if brain is not None and (config.kind != "upper" or location.face_mask is not None):
         # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
         # defaceRT's box (upper) stays exact: there only face-mask voxels are trimmed.
