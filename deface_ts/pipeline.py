@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from deface_ts.checks.position import decide_position
 from deface_ts.checks.verify import post_check, post_check_volume, visual_check
 from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
@@ -63,6 +64,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     with timer.stage("plan"):
         body = case.body(config)
         plan = plan_removal(ct, body, location, case.protected(config), config)
+        position = decide_position(ct, body, location, case.patient_position)
     with timer.stage("apply"):
         case.apply(plan, body, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
@@ -78,6 +80,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
                 pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses(), renders)
         report = build_report(ct, location, plan, config, timer.seconds, check)
         report.update(case.describe(Path(output)))
+        report["patient_position"] = position
         report["verify"] = visual
         if config.verify.pictures:
             report["qc_pictures"] = pictures
@@ -93,6 +96,8 @@ class CaseInput(Protocol):
 
     @property
     def ct(self) -> Volume: ...
+    @property
+    def patient_position(self) -> str | None: ...
 
     def locator(self, config: Config) -> Locator: ...
     def body(self, config: Config) -> np.ndarray: ...
@@ -130,6 +135,10 @@ class DicomInput:
     @property
     def ct(self) -> Volume:
         return self.case.ct.hu
+
+    @property
+    def patient_position(self) -> str | None:
+        return self.case.ct.patient_position
 
     def locator(self, config: Config) -> Locator:
         return make_locator(config, structures=self.case.structures)
@@ -230,6 +239,8 @@ class NiftiInput:
         eyes = load_nifti(eyes_mask, "eye mask", like=ct).array > 0 if eyes_mask is not None else None
         protect = [(str(p), load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
         return cls(path, ct, eyes_mask, eyes, protect)
+
+    patient_position = None  # NIfTI has no PatientPosition: decided from the image axes and the anatomy
 
     def locator(self, config: Config) -> Locator:
         return make_locator(config, eyes_mask=self.eyes, eyes_source=str(self.eyes_mask))

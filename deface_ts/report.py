@@ -26,6 +26,7 @@ class Removed(TypedDict):
     voxels: int
     tissue_voxels: int
     tissue_volume_cc: float
+    brain_side_cc: float | None  # tissue the skull encloses that the plan removes (None: keep_brain off)
     by_rule_voxels: dict[str, int]
     kept_by_protection_voxels: dict[str, int]
     protection_labels: dict[str, str]
@@ -53,6 +54,7 @@ class Report(TypedDict, total=False):
     input: dict[str, Any]
     output: dict[str, Any]
     versions: dict[str, str]
+    patient_position: dict[str, Any]  # checks.position.decide_position: value and how it was decided
     deid: dict[str, Any]  # header de-identification: profile, key fingerprint, pseudonym, echo scan
 
 
@@ -71,6 +73,7 @@ def build_report(ct: Volume, location: FaceLocation, plan: RemovalPlan, config: 
             voxels=int(np.count_nonzero(plan.removed)),
             tissue_voxels=tissue,
             tissue_volume_cc=round(tissue * ct.voxel_cc, 3),
+            brain_side_cc=plan.brain_side_removed_cc,
             by_rule_voxels=rules,
             kept_by_protection_voxels=plan.kept_by,
             protection_labels={str(k): v for k, v in plan.protection_labels.items()},

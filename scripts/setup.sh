@@ -51,8 +51,8 @@ if [ "$dry" -eq 1 ]; then
   exit 0
 fi
 
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
 if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
@@ -83,4 +83,19 @@ if ! fresh "$stamp" && ! fresh .venv/.deface-ts-installed-test,totalseg,privacy;
   pip_install --no-deps mediapipe==0.10.21
   rm -f "$pin"
   touch "$stamp"
+fi
+
+# A real head CT for the tests (Debian's invesalius-examples: Cranium.inv3, a tar.gz holding matrix.dat, raw
+# int16 108x256x256, and main.plist with its spacing). Only matrix.dat and main.plist are kept, under the
+# cache folder tests/real_heads.py reads ($DEFACE_TS_DATA, else ~/.cache/deface-ts).
+data=${DEFACE_TS_DATA:-${XDG_CACHE_HOME:-$HOME/.cache}/deface-ts}/invesalius/Cranium
+if [ "$tests" -eq 1 ] && { [ ! -f "$data/matrix.dat" ] || [ ! -f "$data/main.plist" ]; }; then
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download -q invesalius-examples >/dev/null 2>&1 \
+     || { $SUDO apt-get update -qq && apt-get download -q invesalius-examples >/dev/null; })
+  dpkg-deb -x "$work"/invesalius-examples_*.deb "$work/x"
+  mkdir -p "$work/inv3" "$data"
+  tar xzf "$(find "$work/x" -name Cranium.inv3)" -C "$work/inv3"
+  cp "$(find "$work/inv3" -name matrix.dat)" "$(find "$work/inv3" -name main.plist)" "$data/"
+  rm -rf "$work"
 fi

@@ -163,15 +163,6 @@ def test_upper_region_is_defacert_box(phantom_cache, tmp_path):
     assert removal.index_to_lps(k)[:, 2].min() >= lowest - 5.0 - 1e-3
 
 
-def test_no_eye_roi_fails_cleanly(phantom_cache, tmp_path, capsys):
-    study = phantom_cache(include_eyes=False)
-    before = tree_digest(study.folder)
-    assert main(["deface", str(study.folder), str(tmp_path / "out"), "--method", "eyes"]) == 6
-    err = capsys.readouterr().err
-    assert "no eye ROI found" in err and study.roi_names["body"] in err and "Nothing was written" in err
-    assert not (tmp_path / "out").exists() and tree_digest(study.folder) == before
-
-
 @pytest.mark.parametrize(
     "name, eye",
     [("Eye_L", True), ("Eye Lt", True), ("Globe_R", True), ("OPTIC GLOBE L", True), ("Orbit_R", True),
@@ -220,9 +211,10 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
     assert removal.any() and not (removal & ptv_mask).any()
     assert np.array_equal(defaced_ct.array[~removal], ct.array[~removal])
     assert json.loads((out / "report.json").read_text())["post_check"]["passed"]
-    # method eyes without landmarks (no mask, no TotalSegmentator weights): a clean error, nothing written
-    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 6
-    assert "--eyes-mask" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+    # method eyes without a mask or TotalSegmentator weights: the eyes come from the CT itself
+    assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 0
+    eyes = json.loads((tmp_path / "out2" / "report.json").read_text())["landmarks"]["eye_centres_mm"]
+    assert sorted(eyes) == ["left:ct", "right:ct"]
     empty = tmp_path / "empty.nii.gz"
     nifti.save(ct.with_array(np.zeros(ct.shape, np.uint8)), empty)
     assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out3"), "--eyes-mask", str(empty)]) == 6

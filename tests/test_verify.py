@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from deface_ts.config import VerifyConfig, load_config
 from deface_ts.errors import PrivacyError
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import load_case
-from deface_ts.phantom import NOSE_TIP, PhantomOptions, evaluate
+from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.pipeline import deface
 from deface_ts.checks.verify import FACE_DETECTED, FACE_RECOGNISABLE, NOT_JUDGED, visual_check
 from tests.conftest import SMALL, tree_digest
@@ -120,12 +121,22 @@ def test_upper_region_is_refused_and_the_report_says_which_rule_decided(phantom_
     assert not (tmp_path / "strict").exists()
 
 
-@pytest.mark.parametrize("position", ["HFS", "HFP"])
-def test_render_locator_defaces_an_eyeless_phantom(phantom_cache, tmp_path, position):
-    """No eye ROI, no weights: auto picks the render locator; the face goes, the PTV stays, verify passes."""
+@pytest.mark.parametrize("position", ["HFS", "HFP", "FFS", "FFP"])
+def test_auto_defaces_an_eyeless_phantom(phantom_cache, tmp_path, position):
+    """No eye ROI, no weights: auto finds the eyes in the CT, the render locator confirms them; the face goes,
+    the PTV stays, verify passes."""
     study = phantom_cache(include_eyes=False, position=position)
     report = deface(study.folder, tmp_path / "out", load_config())
-    assert report["method"] == "render" and report["verify"]["status"].startswith("verified")
+    assert report["method"] == "eyes" and report["verify"]["status"].startswith("verified")
+    confirmed = report["locator_notes"][0]
+    assert confirmed.startswith("eyes from the CT, confirmed by the render locator"), confirmed
+    # both locators within 10 mm of the truth: the CT's centres here, the render's within the tolerance of them
+    for key, centre in report["landmarks"]["eye_centres_mm"].items():
+        side, source = key.split(":")
+        assert source == "ct" and np.linalg.norm(np.array(centre) - EYE_CENTRES[side]) < 3.0
+    distances = [float(d) for d in re.findall(r"(?:left|right) ([0-9.]+) mm", confirmed)]
+    assert len(distances) == 2 and max(distances) < 7.0, confirmed
+    assert report["removed"]["brain_side_cc"] == 0.0
     original, written = load_case(study.folder), load_case(tmp_path / "out" / "dicom")
     ct, new = original.ct.hu, written.ct.hu
     nose = tuple(np.rint(ct.lps_to_index(NOSE_TIP[None])[0]).astype(int))

@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
 def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, overwrite: bool = True) -> None:
     parser.add_argument("--config", help="YAML configuration (a path, or a name in configs/: hnc, public)")
     parser.add_argument("--method", choices=choices.METHODS,
-                        help="face locator (default from the config: auto, the strongest available)")
+                        help="face locator (default from the config: auto, the strongest available; eyes without "
+                             "eye ROIs or weights finds the globes in the CT)")
     parser.add_argument("--verify", choices=choices.VERIFY_MODES,
                         help="render the result and look for a face (default enforce: a face fails the case)")
     parser.add_argument("--device", help="TotalSegmentator device: auto, cpu, gpu or gpu:N")

@@ -1,19 +1,22 @@
 """Which locator finds the face: the configured method, or for ``auto`` the strongest the case allows.
 
 Eye landmarks come, in this order, from an eye mask (NIfTI input), the RTSTRUCT's
-eye ROIs, or TotalSegmentator's head_glands_cavities; ``auto`` prefers
-union > face > eyes > render (face detectors on a skin render).
+eye ROIs, TotalSegmentator's head_glands_cavities, or the CT itself
+(:mod:`deface_ts.locate.ct_eyes`); ``auto`` prefers union > face > eyes > the
+weight-free route (CT eyes cross-checked by the render locator,
+:mod:`deface_ts.locate.weightless`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from deface_ts.choices import Method
 from deface_ts.config import Config
-from deface_ts.errors import InputError, PrivacyError
+from deface_ts.errors import InputError
 from deface_ts.io.dicom.rtstruct import Structures
 from deface_ts.locate.base import Locator
 from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
@@ -36,13 +39,15 @@ def make_locator(config: Config, structures: Structures | None = None, eyes_mask
         eye_locator = MaskEyeLocator(eyes_mask, eyes_source)
     elif structures is not None and eye_rois(structures, config.eyes):
         eye_locator = RoiEyeLocator(structures, config.eyes)
-    method = config.method
+    method: str = config.method
     if method == "auto":
         method = auto_method(options, eye_locator is not None)
     if method == "eyes":
         if eye_locator is not None:
             return eye_locator
-        return _totalseg_eyes(options, structures, eyes_mask is not None, config)
+        return _eyes_without_landmarks(options, structures, config)
+    if method == "weightless":
+        return weight_free_locator(config, structures, cross_check=True)
     if method in ("face", "union"):
         return TotalSegLocator(method, options, eye_locator)
     if method == "render":
@@ -52,31 +57,36 @@ def make_locator(config: Config, structures: Structures | None = None, eyes_mask
     raise InputError(f"unknown method {config.method!r}")
 
 
-def _totalseg_eyes(options: TotalSegOptions, structures: Structures | None, has_mask: bool, config: Config) -> Locator:
-    """Method ``eyes`` without eye ROIs or mask: TotalSegmentator's eyes, else the error that says what to do."""
+def _eyes_without_landmarks(options: TotalSegOptions, structures: Structures | None, config: Config) -> Locator:
+    """Method ``eyes`` without eye ROIs or mask: TotalSegmentator's eyes where installed, else the CT's own."""
     with using_home(options):
         installed = "head_glands_cavities" in weights.available_tasks()
     if installed:
         return TotalSegEyeLocator(options)
-    if structures is None:
-        raise PrivacyError("no eye landmarks: NIfTI input needs --eyes-mask, or TotalSegmentator's "
-                           "head_glands_cavities weights (deface-ts models status). Nothing was written.")
-    return RoiEyeLocator(structures, config.eyes)  # raises the error that names the ROIs seen
+    return weight_free_locator(config, structures, cross_check=False)
 
 
-def auto_method(options: TotalSegOptions, has_eyes: bool) -> Method:
-    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > render (face detectors)."""
+def weight_free_locator(config: Config, structures: Structures | None, cross_check: bool) -> Locator:
+    """The CT eye finder; with ``cross_check`` the render locator checks it (or stands in) where detectors exist."""
+    from deface_ts.locate.ct_eyes import CtEyeLocator
+    from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator
+    from deface_ts.locate.weightless import WeightFreeLocator, why_weight_free
+    from deface_ts.vision import faces
+
+    render = None
+    if cross_check and any(d in LANDMARK_DETECTORS for d in faces.available_detectors()):
+        render = RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
+    return WeightFreeLocator(CtEyeLocator(), render, why=why_weight_free(structures))
+
+
+def auto_method(options: TotalSegOptions, has_eyes: bool) -> Method | Literal["weightless"]:
+    """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > weightless (CT eyes checked by a render)."""
     with using_home(options):
         tasks = weights.available_tasks()
     try:
         return choose_method(tasks, has_eyes)
     except InputError:
-        from deface_ts.vision import faces
-
-        if faces.available_detectors():
-            return "render"
-        raise PrivacyError("no way to locate the face: no eye ROI or eye mask, no TotalSegmentator weights "
-                           "(deface-ts models status) and no face detector installed. Nothing was written.") from None
+        return "weightless"
 
 
 def totalseg_options(config: Config) -> TotalSegOptions:

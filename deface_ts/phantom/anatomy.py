@@ -21,6 +21,24 @@ from pathlib import Path
 import numpy as np
 
 from deface_ts.geometry.masks import BoxMask
+from deface_ts.phantom.canvas import Canvas, Region, local_index
+from deface_ts.phantom.surfaces import (
+    CHIN,
+    CRANIUM,
+    EYE_CENTRES,
+    EYE_RADIUS,
+    SKIN_PIECES,
+    FaceShape,
+    ellipse_depth,
+    ellipsoid_depth,
+    face_depth,
+    floor_z,
+    interp,
+    quadric,
+    segment_distance,
+    smax,
+    smin,
+)
 from deface_ts.geometry.volume import affine_from_dicom
 
 #: ImageOrientationPatient per patient position (row direction, column direction).
@@ -30,11 +48,6 @@ ORIENTATIONS = {
     "FFS": (-1, 0, 0, 0, 1, 0),
     "FFP": (1, 0, 0, 0, -1, 0),
 }
-EYE_CENTRES = {"left": np.array([32.0, -54.0, 0.0]), "right": np.array([-32.0, -54.0, 0.0])}
-EYE_RADIUS = 12.0
-NOSE_TIP = np.array([0.0, -96.0, -30.0])  # 3.5 mm under the skin of the nose tip
-CHIN = np.array([0.0, -78.0, -84.0])  # 4 mm under the skin of the chin
-AIR_HU = -1000.0
 
 # canonical key -> (standard, tg263, legacy) ROI name, RTROIInterpretedType
 ROIS = {
@@ -62,47 +75,6 @@ ROIS = {
 }
 EYE_KEYS = frozenset({"eye_left", "eye_right", "lens_left", "lens_right", "eye_left_prv", "eye_ring"})
 NAMING_STYLES = ("standard", "tg263", "legacy")
-
-# Midline skin profile of the face without nose, lips and chin: (z, y) in mm.
-_PROFILE = ((-120, -70), (-95, -74), (-82, -76), (-72, -74), (-65, -77), (-57, -78), (-45, -78), (-35, -76),
-            (-20, -76), (0, -78), (10, -77), (20, -81), (40, -80))
-_FACE_HALF_WIDTH = ((-120, 40), (-100, 40), (-80, 46), (-60, 54), (-40, 60), (-20, 66), (0, 70), (40, 70))
-_FACE_AXIS_Y = -10.0  # the face is the front half of an elliptic cylinder centred here in every slice
-_CRANIUM = ((0.0, 12.0, 30.0), (76.0, 94.0, 94.0))  # scalp surface; skull 6 mm in, inner table 12 mm in
-# Small ellipsoids (centre, radii, blend mm) on the skin: a positive blend adds, a negative one carves.
-_SKIN_PIECES = [
-    *((tuple(c), (14.5, 14.5, 14.5), 1.5) for c in EYE_CENTRES.values()),  # eyelids over the globes
-    *(((s * 76.0, 10.0, -6.0), (6.0, 15.0, 28.0), 3.0) for s in (1, -1)),  # ears
-    *(((s * 82.0, 12.0, -9.0), (4.5, 8.0, 11.0), -1.5) for s in (1, -1)),  # their conchae
-    *(((s * 7.0, -89.0, -36.0), (3.5, 5.0, 3.0), -1.0) for s in (1, -1)),  # nostrils
-]
-
-
-@dataclass(frozen=True)
-class FaceShape:
-    """The proportions of the phantom's face; the defaults are the original phantom.
-
-    Varying them gives distinct synthetic people for calibrating verification
-    (scripts/calibrate_verify.py): the identity threshold must hold across faces,
-    not on one. Scales are relative (1 = default), shifts in mm.
-    """
-
-    nose_length: float = 1.0  # the nose's superior-inferior extent, about its root
-    nose_width: float = 1.0
-    nose_projection: float = 1.0  # how far the nose stands out of the face
-    brow: float = 1.0  # brow ridge height
-    cheeks: float = 1.0  # cheekbone height
-    orbits: float = 1.0  # how deep the skin sinks around the eyes
-    lips: float = 1.0  # lip fullness
-    mouth_shift_mm: float = 0.0  # the mouth moved superior (+) or inferior (-)
-    chin: float = 1.0  # chin projection
-    face_width: float = 1.0  # half-width of the face at every level
-
-    def __post_init__(self) -> None:
-        for name in ("nose_length", "nose_width", "nose_projection", "face_width"):
-            if not 0.5 <= getattr(self, name) <= 1.6:
-                raise ValueError(f"FaceShape.{name} must lie in 0.5..1.6, got {getattr(self, name)}")
-
 
 @dataclass
 class PhantomOptions:
@@ -182,202 +154,8 @@ def roi_name(key: str, naming: str) -> str:
     return ROIS[key][0][NAMING_STYLES.index(naming)]
 
 
-# ------------------------------------------------------------------------------------------ implicit fields
-def _interp(v: np.ndarray, points) -> np.ndarray:
-    xp, fp = zip(*points)
-    return np.interp(v.ravel(), xp, fp).reshape(v.shape).astype(np.float32)
-
-
-def _smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
-    """Smooth maximum (a union of signed depths, positive inside): fillets of size ~k mm where surfaces meet."""
-    h = np.maximum(k - np.abs(a - b), 0.0) / k
-    return np.maximum(a, b) + h * h * (k / 4.0)
-
-
-def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
-    return -_smax(-a, -b, k)
-
-
-def _q(x, y, z, c, r) -> np.ndarray:
-    """Normalised ellipsoid quadratic, < 1 inside."""
-    return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2
-
-
-def _ellipsoid_depth(x, y, z, c, r) -> np.ndarray:
-    """Approximate signed depth (mm, positive inside) under an ellipsoid's surface; exact on spheres.
-
-    The k0 (k0 - 1) / k1 bound (Quilez) is accurate near the surface, where the skin and fat layers need it.
-    """
-    px, py, pz = x - (c[0] - 1e-3), y - c[1], z - c[2]  # the offset keeps the centre itself off 0 / 0
-    k0 = np.sqrt((px / r[0]) ** 2 + (py / r[1]) ** 2 + (pz / r[2]) ** 2)
-    k1 = np.sqrt((px / r[0] ** 2) ** 2 + (py / r[1] ** 2) ** 2 + (pz / r[2] ** 2) ** 2)
-    return -k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
-
-
-def _ellipse_depth(x, y, c, r) -> np.ndarray:
-    """The same in one axial plane: depth under an elliptic cylinder along z."""
-    px, py = x - (c[0] - 1e-3), y - c[1]
-    k0 = np.sqrt((px / r[0]) ** 2 + (py / r[1]) ** 2)
-    k1 = np.sqrt((px / r[0] ** 2) ** 2 + (py / r[1] ** 2) ** 2)
-    return -k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
-
-
-def _bump(x, z, cx, cz, sx, sz, height) -> np.ndarray:
-    return height * np.exp(-(((x - cx) / sx) ** 2) - ((z - cz) / sz) ** 2)
-
-
-def face_relief(x: np.ndarray, z: np.ndarray, shape: FaceShape = FaceShape()) -> np.ndarray:
-    """Forward displacement (mm) of the face's skin over a smooth elliptic base: brow, nose, lips, chin.
-
-    A height field over the coronal (x, z) plane: cheap (2-D) and what a face detector sees in a render.
-    """
-    ax = np.abs(x)
-    relief = 9.0 * shape.brow * np.exp(-(((z - 11.0) / 5.0) ** 2) - (x / 42.0) ** 6)  # brow ridge
-    relief = relief + _bump(ax, z, 38.0, -24.0, 14.0, 12.0, 6.0 * shape.cheeks)  # cheek bones
-    for c in EYE_CENTRES.values():  # orbits: the skin sinks around each eye (the lid is added as a sphere)
-        relief = relief - 14.0 * shape.orbits * np.exp(-((((x - c[0]) / 14.0) ** 2 + ((z - c[2]) / 10.0) ** 2) ** 2))
-    zn = 4.0 + (z - 4.0) / shape.nose_length  # the nose hangs from its root at z = 4
-    height = shape.nose_projection * _interp(zn, ((-37, 0), (-34, 15), (-31, 22), (-29, 23.5), (-24, 19), (-12, 10),
-                                                   (-2, 4), (4, 0)))
-    width = shape.nose_width * _interp(zn, ((-37, 16), (-30, 14), (-24, 11), (-10, 8), (4, 7)))
-    nose = height * np.clip(1.0 - (x / width) ** 2, 0.0, 1.0) ** 1.5
-    alae = _bump(ax, z, 12.0 * shape.nose_width, 4.0 - 36.0 * shape.nose_length, 5.0, 4.0, 9.0 * shape.nose_projection)
-    relief = relief + _smax(nose, alae, 3.0)
-    zm = z - shape.mouth_shift_mm
-    lips = _bump(x, zm, 0.0, -51.0, 21.0, 3.5, 4.0 * shape.lips) * np.exp(-((x / 24.0) ** 4))
-    lips = lips + _bump(x, zm, 0.0, -62.0, 20.0, 3.5, 4.0 * shape.lips) * np.exp(-((x / 22.0) ** 4))
-    mouth = 7.0 * np.exp(-(((zm + 56.5) / 1.3) ** 2) - (x / 24.0) ** 8)  # the mouth line between the lips
-    chin = _bump(x, z, 0.0, -84.0, 18.0, 8.0, 6.0 * shape.chin)
-    return relief + lips - mouth + chin
-
-
-def _face_depth(x, y, z, shape: FaceShape = FaceShape()) -> np.ndarray:
-    """Depth under the face: an elliptic cylinder per slice, displaced forward by the relief, capped below
-    along the jaw line (the chin and the underside of the jaw) and above inside the cranium."""
-    y_front = _interp(z, _PROFILE)
-    half_width = _interp(z, _FACE_HALF_WIDTH) * np.float32(shape.face_width)
-    base = _ellipse_depth(x, y, (0.0, _FACE_AXIS_Y), (half_width, _FACE_AXIS_Y - y_front))
-    h = 0.5
-    relief = face_relief(x, z, shape)
-    gx = (face_relief(x + h, z, shape) - face_relief(x - h, z, shape)) / (2 * h)
-    gz = (face_relief(x, z + h, shape) - face_relief(x, z - h, shape)) / (2 * h)
-    # A displaced surface is closer than its displacement says where it slopes: divide by the slope norm.
-    front = (base + relief) / np.sqrt(1.0 + gx * gx + gz * gz)
-    jaw_line = -97.0 + 27.0 * (x / 48.0) ** 2
-    return _smin(_smin(front, z - jaw_line, 6.0), 36.0 - z, 4.0)
-
-
-def _floor_z(y) -> np.ndarray:
-    """Cranial floor: anterior fossa over the orbits, middle and posterior fossae lower down."""
-    return -14.0 + 34.0 / (1.0 + np.exp((y + 20.0) / 3.0))
-
-
-def _segment_distance(x, y, z, a, b) -> np.ndarray:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    d = b - a
-    t = np.clip(((x - a[0]) * d[0] + (y - a[1]) * d[1] + (z - a[2]) * d[2]) / (d @ d), 0.0, 1.0)
-    return np.sqrt((x - a[0] - t * d[0]) ** 2 + (y - a[1] - t * d[1]) ** 2 + (z - a[2] - t * d[2]) ** 2)
-
-
-# ------------------------------------------------------------------------------------------ the canvas
-@dataclass
-class _Region:
-    """An axis-aligned block of the grid and the patient coordinates of its voxel centres."""
-
-    start: tuple[int, int, int]
-    z: np.ndarray  # 1-D, one per slice
-    y: np.ndarray  # one per row
-    x: np.ndarray  # one per column
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (len(self.z), len(self.y), len(self.x))
-
-    @property
-    def index(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(s, s + n) for s, n in zip(self.start, self.shape))  # type: ignore[return-value]
-
-    def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Broadcastable (x, y, z) coordinates."""
-        return self.x[None, None, :], self.y[None, :, None], self.z[:, None, None]
-
-    def sub(self, lo, hi) -> _Region | None:
-        """The part whose voxel centres lie in the LPS box ``lo``..``hi`` (x, y, z); None if empty."""
-        start, vectors = [], []
-        for v, s, a in zip((self.z, self.y, self.x), self.start, (2, 1, 0)):
-            found = np.flatnonzero((v >= lo[a]) & (v <= hi[a]))  # coordinates are monotonic: one run
-            if found.size == 0:
-                return None
-            start.append(s + int(found[0]))
-            vectors.append(v[found[0] : found[-1] + 1])
-        return _Region(tuple(start), *vectors)  # type: ignore[arg-type]
-
-    def chunks(self, slices: int = 16) -> Iterator[tuple[slice, _Region]]:
-        """Slabs of a few slices, so temporaries stay small and in cache."""
-        for k in range(0, len(self.z), slices):
-            part = slice(k, min(k + slices, len(self.z)))
-            yield part, _Region((self.start[0] + k, *self.start[1:]), self.z[part], self.y, self.x)
-
-
-def _local(outer: tuple[int, ...], outer_shape, inner: tuple[int, ...], inner_shape):
-    """Slices of the overlap of two boxes, in each box's own indices (None if they do not overlap)."""
-    lo = np.maximum(outer, inner)
-    hi = np.minimum(np.add(outer, outer_shape), np.add(inner, inner_shape))
-    if np.any(hi <= lo):
-        return None
-    a = tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, outer))
-    b = tuple(slice(int(l - i), int(h - i)) for l, h, i in zip(lo, hi, inner))
-    return a, b
-
-
-class _Canvas:
-    """HU array and box masks under construction on an axis-aligned grid."""
-
-    def __init__(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
-        self.all = _Region((0, 0, 0), *(np.asarray(v, dtype=np.float32) for v in (z, y, x)))
-        self.hu = np.full(self.all.shape, AIR_HU, dtype=np.float32)
-        self.masks: dict[str, BoxMask] = {}
-        self.skin_depth: tuple[_Region, np.ndarray] | None = None  # depth (mm) under the skin in the body box
-
-    def region(self, lo, hi) -> _Region | None:
-        return self.all.sub(np.asarray(lo, float), np.asarray(hi, float))
-
-    def lookup(self, key: str, region: _Region) -> np.ndarray:
-        out = np.zeros(region.shape, dtype=bool)
-        box = self.masks.get(key)
-        if box is not None:
-            overlap = _local(region.start, region.shape, box.offset, box.array.shape)
-            if overlap:
-                out[overlap[0]] = box.array[overlap[1]]
-        return out
-
-    def paint(self, region: _Region | None, mask: np.ndarray | bool, hu: float, key: str | None = None) -> None:
-        """Set ``hu`` where ``mask`` is inside the body (nothing is ever painted into outside air)."""
-        if region is None:
-            return
-        inside = np.broadcast_to(mask, region.shape) & self.lookup("body", region)
-        self.hu[region.index][inside] = hu
-        if key is not None:
-            self.keep(key, region, inside)
-
-    def keep(self, key: str, region: _Region, mask: np.ndarray) -> None:
-        """OR ``mask`` into ROI ``key``, growing its box as needed (ROIs may have separate parts)."""
-        old = self.masks.get(key)
-        if old is None:
-            self.masks[key] = BoxMask(region.start, mask.copy())
-            return
-        lo = np.minimum(old.offset, region.start)
-        hi = np.maximum(np.add(old.offset, old.array.shape), np.add(region.start, region.shape))
-        if np.any(lo != old.offset) or np.any(hi != np.add(old.offset, old.array.shape)):
-            grown = BoxMask((int(lo[0]), int(lo[1]), int(lo[2])), np.zeros(tuple(hi - lo), dtype=bool))
-            grown.array[_local(grown.offset, grown.array.shape, old.offset, old.array.shape)[0]] = old.array
-            old = self.masks[key] = grown
-        inner = _local(old.offset, old.array.shape, region.start, region.shape)
-        old.array[inner[0]] |= mask[inner[1]]
-
-
 # ------------------------------------------------------------------------------------------ the anatomy
-def _paint_body(cv: _Canvas, shape: FaceShape) -> _Region | None:
+def _paint_body(cv: Canvas, shape: FaceShape) -> Region | None:
     """Skin surface as one smooth union of cranium, face, neck, eyelids and ears; skin, fat and muscle by depth."""
     region = cv.region((-90, -112, -1e9), (90, 112, 130))
     if region is None:
@@ -386,15 +164,15 @@ def _paint_body(cv: _Canvas, shape: FaceShape) -> _Region | None:
     depth = np.zeros(region.shape, dtype=np.float32)
     for part, slab in region.chunks():
         x, y, z = slab.grid()
-        d = _smax(_ellipsoid_depth(x, y, z, *_CRANIUM), _face_depth(x, y, z, shape), 10.0)
-        neck = np.minimum(_ellipse_depth(x, y, (0.0, 15.0), (55.0, 58.0)), -20.0 - z)  # ends inside the head
-        d = _smax(d, neck, 8.0)
-        for c, r, k in _SKIN_PIECES:  # small pieces only inside their own boxes
+        d = smax(ellipsoid_depth(x, y, z, *CRANIUM), face_depth(x, y, z, shape), 10.0)
+        neck = np.minimum(ellipse_depth(x, y, (0.0, 15.0), (55.0, 58.0)), -20.0 - z)  # ends inside the head
+        d = smax(d, neck, 8.0)
+        for c, r, k in SKIN_PIECES:  # small pieces only inside their own boxes
             sub = slab.sub(np.subtract(c, r) - abs(k) - 1, np.add(c, r) + abs(k) + 1)
             if sub is not None:
-                inner = _local(slab.start, slab.shape, sub.start, sub.shape)[0]
-                piece = _ellipsoid_depth(*sub.grid(), c, r)
-                d[inner] = _smax(d[inner], piece, k) if k > 0 else _smin(d[inner], -piece, -k)
+                inner = local_index(slab.start, slab.shape, sub.start, sub.shape)[0]
+                piece = ellipsoid_depth(*sub.grid(), c, r)
+                d[inner] = smax(d[inner], piece, k) if k > 0 else smin(d[inner], -piece, -k)
         body[part], depth[part] = d > 0, d
     cv.keep("body", region, body)
     hu = cv.hu[region.index]
@@ -402,31 +180,31 @@ def _paint_body(cv: _Canvas, shape: FaceShape) -> _Region | None:
     hu[body & (depth > 1.5) & (depth < 7.0)] = -100.0  # subcutaneous fat
     nose = region.sub((-18, -112, -40), (18, -82, 4))  # the nose is cartilage and dense tissue, not fat
     if nose is not None:
-        inner = _local(region.start, region.shape, nose.start, nose.shape)[0]
+        inner = local_index(region.start, region.shape, nose.start, nose.shape)[0]
         hu[inner][body[inner]] = 40.0
     cv.skin_depth = (region, depth)
     return region
 
 
-def _paint_skull_and_brain(cv: _Canvas) -> None:
-    c, r = np.array(_CRANIUM[0]), np.array(_CRANIUM[1])
+def _paint_skull_and_brain(cv: Canvas) -> None:
+    c, r = np.array(CRANIUM[0]), np.array(CRANIUM[1])
     region = cv.region(c - r + 6, c + r - 6)
     if region is None:
         return
     for _, slab in region.chunks():
         x, y, z = slab.grid()
-        floor = _floor_z(y)
+        floor = floor_z(y)
         above = z > floor - 4
-        inner = _q(x, y, z, c, r - 12) <= 1
-        skull = (_q(x, y, z, c, r - 6) <= 1) & ~inner & above
+        inner = quadric(x, y, z, c, r - 12) <= 1
+        skull = (quadric(x, y, z, c, r - 6) <= 1) & ~inner & above
         cv.paint(slab, skull, 1300.0)  # cortical tables
-        cv.paint(slab, skull & (_q(x, y, z, c, r - 8) <= 1) & (_q(x, y, z, c, r - 10) > 1), 600.0)  # diploe
+        cv.paint(slab, skull & (quadric(x, y, z, c, r - 8) <= 1) & (quadric(x, y, z, c, r - 10) > 1), 600.0)  # diploe
         cv.paint(slab, inner & above & (z <= floor), 900.0)  # skull base
         cv.paint(slab, inner & (z > floor), 10.0)  # CSF around the brain
-        cv.paint(slab, (_q(x, y, z, c, r - 14) <= 1) & (z > floor + 2), 35.0, "brain")
+        cv.paint(slab, (quadric(x, y, z, c, r - 14) <= 1) & (z > floor + 2), 35.0, "brain")
 
 
-def _ellipsoid(cv: _Canvas, c, r, hu: float, key: str | None = None, wall: float = 0.0, wall_hu: float = 0.0) -> None:
+def _ellipsoid(cv: Canvas, c, r, hu: float, key: str | None = None, wall: float = 0.0, wall_hu: float = 0.0) -> None:
     """Paint an ellipsoid, optionally inside a bony wall ``wall`` mm thick."""
     c, r = np.asarray(c, float), np.asarray(r, float)
     region = cv.region(c - r - wall, c + r + wall)
@@ -434,11 +212,11 @@ def _ellipsoid(cv: _Canvas, c, r, hu: float, key: str | None = None, wall: float
         return
     x, y, z = region.grid()
     if wall:
-        cv.paint(region, _q(x, y, z, c, r + wall) <= 1, wall_hu)
-    cv.paint(region, _q(x, y, z, c, r) <= 1, hu, key)
+        cv.paint(region, quadric(x, y, z, c, r + wall) <= 1, wall_hu)
+    cv.paint(region, quadric(x, y, z, c, r) <= 1, hu, key)
 
 
-def _paint_face(cv: _Canvas) -> None:
+def _paint_face(cv: Canvas) -> None:
     """Orbits and eyes, nasal cavity and sinuses, palate, teeth, mandible."""
     for side, c in EYE_CENTRES.items():
         sign = 1.0 if side == "left" else -1.0
@@ -449,7 +227,7 @@ def _paint_face(cv: _Canvas) -> None:
             cv.paint(region, (d2 <= 18**2) & (d2 > 16**2) & (y > c[1] - 6), 1000.0)  # bony orbit, open in front
             cv.paint(region, (d2 <= 16**2) & (y > c[1] - 14), -80.0)  # orbital fat
             cv.paint(region, d2 <= EYE_RADIUS**2, 10.0, f"eye_{side}")  # vitreous
-            cv.paint(region, _q(x, y, z, c - (0, 9.5, 0), (4.5, 2.0, 4.5)) <= 1, 90.0, f"lens_{side}")
+            cv.paint(region, quadric(x, y, z, c - (0, 9.5, 0), (4.5, 2.0, 4.5)) <= 1, 90.0, f"lens_{side}")
             if side == "left":
                 cv.keep("eye_left_prv", region, (d2 <= 15**2) & cv.lookup("body", region))
                 cv.keep("eye_ring", region, (d2 > 15**2) & (d2 <= 20**2) & cv.lookup("body", region))
@@ -457,7 +235,7 @@ def _paint_face(cv: _Canvas) -> None:
         region = cv.region(np.minimum(start, end) - 3, np.maximum(start, end) + 3)
         if region is not None:
             x, y, z = region.grid()
-            nerve = (_segment_distance(x, y, z, start, end) <= 2.5) & (_q(x, y, z, c, (EYE_RADIUS,) * 3) > 1)
+            nerve = (segment_distance(x, y, z, start, end) <= 2.5) & (quadric(x, y, z, c, (EYE_RADIUS,) * 3) > 1)
             cv.paint(region, nerve, 30.0, f"optic_{side}")
     for s in (1, -1):
         # Maxillary sinuses, behind the eyes' coronal plane: a cut there must not open them (three holes in
@@ -483,7 +261,7 @@ def _paint_face(cv: _Canvas) -> None:
         cv.paint(region, (t <= 1) & (t > 0.75) & (y < -30) & (z > -66) & (z < -48) & (np.abs(z + 57) > 0.6), 2500.0)
 
 
-def _paint_neck(cv: _Canvas) -> None:
+def _paint_neck(cv: Canvas) -> None:
     """Cervical spine with canal and cord, airway, brainstem, parotids, lymph nodes."""
     region = cv.region((-15, 0, -1e9), (15, 60, -38))
     if region is not None:
@@ -499,8 +277,8 @@ def _paint_neck(cv: _Canvas) -> None:
     region = cv.region((-13, -30, -1e9), (13, 0, -20))
     if region is not None:
         x, y, z = region.grid()
-        yc = _interp(z, ((-85, -22), (-70, -6)))
-        rx, ry = _interp(z, ((-85, 8), (-70, 13))), _interp(z, ((-85, 8), (-70, 6)))
+        yc = interp(z, ((-85, -22), (-70, -6)))
+        rx, ry = interp(z, ((-85, 8), (-70, 13))), interp(z, ((-85, 8), (-70, 6)))
         cv.paint(region, (x / rx) ** 2 + ((y - yc) / ry) ** 2 <= 1, -990.0)  # pharynx, larynx, trachea
     _ellipsoid(cv, (0, 26, -4), (10, 11, 22), 35.0, "brainstem")
     for s, side in ((1, "left"), (-1, "right")):
@@ -508,14 +286,14 @@ def _paint_neck(cv: _Canvas) -> None:
         _ellipsoid(cv, (s * 36, -2, -100), (7, 8, 14), 30.0, "two_contours")
 
 
-def _keep_targets(cv: _Canvas) -> None:
+def _keep_targets(cv: Canvas) -> None:
     """Target volumes change no HU: PTV_70 runs from the sinuses into the face in front of the eyes."""
     for key, c, r in (("ptv_face", (8, -58, -24), (20, 28, 18)), ("ctv", (8, -58, -24), (15, 22, 13)),
                       ("gtv", (8, -58, -24), (10, 13, 9)), ("ptv_neck", (-32, 2, -105), (14, 16, 20))):
         region = cv.region(np.subtract(c, r), np.add(c, r))
         if region is not None:
             x, y, z = region.grid()
-            cv.keep(key, region, (_q(x, y, z, c, r) <= 1) & cv.lookup("body", region))
+            cv.keep(key, region, (quadric(x, y, z, c, r) <= 1) & cv.lookup("body", region))
 
 
 def evaluate_grid(z: np.ndarray, y: np.ndarray, x: np.ndarray, noise_hu: float = 0.0, seed: int = 0,
@@ -535,7 +313,7 @@ def evaluate_grid(z: np.ndarray, y: np.ndarray, x: np.ndarray, noise_hu: float =
     face
         The face's proportions (default: the original phantom).
     """
-    cv = _Canvas(z, y, x)
+    cv = Canvas(z, y, x)
     body = _paint_body(cv, face)
     if body is None:
         return cv.hu, cv.masks

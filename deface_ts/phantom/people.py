@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from deface_ts.phantom.anatomy import FaceShape, PhantomOptions
+from deface_ts.phantom.anatomy import PhantomOptions
+from deface_ts.phantom.surfaces import FaceShape
 
 #: The scans of each person: fine and coarse grids, other noise, the patient shifted in the field.
 ACQUISITIONS = {

@@ -25,14 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from deface_ts.config import Config, RegionConfig
 from deface_ts.errors import PrivacyError
-from deface_ts.locate.base import FaceLocation
 from deface_ts.geometry.masks import BoxMask, bounding_box, dilate_in_box
 from deface_ts.geometry.view import AnatomicalView
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
+from deface_ts.locate.base import FaceLocation
+from deface_ts.removal.cavity import CavityError, brain_side
 from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
@@ -64,6 +64,7 @@ class RemovalPlan:
     removed: np.ndarray = field(init=False, repr=False)  # bool: region minus protected, computed once
     protected_by: np.ndarray | None = field(default=None, repr=False)  # uint16 label of the protecting ROI
     protection_labels: dict[int, str] = field(default_factory=dict)
+    brain_side_removed_cc: float | None = None  # removed tissue the skull encloses (None: keep_brain off)
 
     def __post_init__(self) -> None:
         self.removed = (self.provenance > 0) & ~self.protected
@@ -88,6 +89,11 @@ class RemovalPlan:
                 if is_label.any():
                     per_rule[label] = per_rule.get(label, 0) + int(np.count_nonzero(is_label & gone))
         return tissue, {RULES[label]: count for label, count in sorted(per_rule.items())}
+
+
+def view_spacing(ct: Volume, view: AnatomicalView) -> np.ndarray:
+    """Voxel size (mm) along the view's superior, anterior and left axes."""
+    return np.array([ct.spacing[a] for a in view.axes])
 
 
 def _index_at_or_above(coordinates: np.ndarray, value: float) -> int:
@@ -118,8 +124,13 @@ def _chin_limit(body: np.ndarray, view: AnatomicalView, cut: int, s_eye: int, mi
 
 
 def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
-                eye_margin_mm: float, mask_region: np.ndarray | None = None) -> tuple[np.ndarray, Landmarks]:
-    """Rule-labelled face region on the CT grid from eye landmarks (plus a face mask's region, if any)."""
+                eye_margin_mm: float, mask_region: np.ndarray | None = None
+                ) -> tuple[np.ndarray, Landmarks, np.ndarray | None]:
+    """Rule-labelled face region on the CT grid from eye landmarks (plus a face mask's region, if any).
+
+    Also returns the brain side (`deface_ts.removal.cavity.brain_side`) from the
+    lowest eye voxel up, when ``keep_brain`` is on, for the check after planning.
+    """
     try:
         view = AnatomicalView.of(ct)
     except ValueError as exc:
@@ -151,14 +162,17 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         rule[s_sup + 1 :, cut:, :] = 2
     if mask_region is not None:  # method union: the face mask adds what the eye region misses
         rule[(rule == 0) & view.view(mask_region)] = 5
-    if config.keep_brain and (config.kind != "upper" or mask_region is not None):
+    brain = None
+    if config.keep_brain:
+        brain = brain_side(view.view(ct.array), view.view(body), view_spacing(ct, view), config.bone_hu,
+                           s_low_eye, s_sup + 1, a_from=cut)
+    if brain is not None and (config.kind != "upper" or mask_region is not None):
         # Eye band and forehead: keep what the skull encloses (brain, sinuses); the open front goes.
         # defaceRT's box (upper) stays exact: there only face-mask voxels are trimmed.
         slab = rule[s_low_eye:, cut:, :]
-        inside = _cranial_cavity(view.view(ct.array)[s_low_eye:, cut:, :], view.view(body)[s_low_eye:, cut:, :],
-                                 config.bone_hu)
+        inside = brain[s_low_eye:, cut:, :]
         if config.kind == "upper":
-            inside &= slab == 5
+            inside = inside & (slab == 5)
         slab[inside] = 0
     landmarks = Landmarks(
         eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
@@ -168,74 +182,39 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         lower_limit_mm=round(float(s[lower]) if lower < len(s) else float(s[-1]), 2),
         chin_found=chin_found,
     )
-    return region, landmarks
-
-
-#: Voxels of air kept around the head when the enclosure test is cropped: more than the closing's reach
-#: (2 dilations + 2 erosions) and the bridged voxels' dilation, so the cropped result equals the uncropped one.
-_CAVITY_CROP_MARGIN = 6
-
-
-def _cranial_cavity(hu_slab: np.ndarray, body_slab: np.ndarray, bone_hu: float) -> np.ndarray:
-    """Non-bone voxels of the slab that the skull encloses (no bone-free path to outside air).
-
-    Computed in the box of body and bone (plus `_CAVITY_CROP_MARGIN`): outside it there is neither, so every
-    component crossing the box's cut sides touches outside air there, as it would uncropped, and the head
-    fills a third of the slab's width.
-    """
-    bone = hu_slab > bone_hu
-    box = bounding_box(bone | body_slab, _CAVITY_CROP_MARGIN)
-    inside = np.zeros(hu_slab.shape, dtype=bool)
-    if box is not None:
-        inside[box] = _enclosed(bone[box], body_slab[box])
-    return inside
-
-
-def _enclosed(bone: np.ndarray, body_slab: np.ndarray) -> np.ndarray:
-    sealed = ndimage.binary_closing(bone, iterations=2) | bone  # bridge thin partial-volume gaps
-    labels, count = ndimage.label(~sealed)
-    # A lookup table per label (bincount + gather) instead of np.unique/np.isin, which sort the slab.
-    outside = np.bincount(labels[~body_slab & ~sealed], minlength=count + 1) > 0
-    outside[0] = True
-    enclosed = ~outside[labels]
-    # Voxels the closing bridged over are kept when they border the cavity (thin brain between bone).
-    bridged = sealed & ~bone & ndimage.binary_dilation(enclosed, iterations=2)
-    return enclosed | bridged
+    brain_ct = np.ascontiguousarray(view.unview(brain)) if brain is not None else None
+    return region, landmarks, brain_ct
 
 
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
-                         location: FaceLocation) -> np.ndarray:
-    """Take what the skull encloses out of a face-mask-only region (rule 5).
+                         location: FaceLocation) -> tuple[np.ndarray, np.ndarray]:
+    """Take the brain side out of a face-mask-only region (rule 5); also return the brain side.
 
-    The enclosure test runs on the slab from the lowest eye voxel up, anterior of the
-    eyes' centres (as for the eye region): lower down the cranial cavity opens into the
-    neck through the skull base, further back into the orbits. Without eye landmarks
-    the slab is the face mask's upper half, which holds the forehead.
+    The brain side (`deface_ts.removal.cavity.brain_side`) is found from the lowest eye
+    voxel up (lower down the cranial cavity opens into the neck through the skull
+    base), the skull's envelope above the eyes. Without eye landmarks it starts at
+    the face mask's middle, which holds the forehead above it.
     """
     view = AnatomicalView.of(ct)
     r = view.view(rule).copy()
     s_idx = np.flatnonzero((r == 5).any(axis=(1, 2)))
+    brain = np.zeros(r.shape, dtype=bool)
     if s_idx.size == 0:
-        return rule
-    a = view.coordinates[1]
+        return rule, brain
     if location.eyes:
-        low = int(np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))[0])
-        # Anterior of the eyes' centres only: behind them the cavity opens into the orbits (optic canals).
-        front = _index_at_or_above(a, min(float(e.centre_mm @ ANTERIOR) for e in location.eyes))
+        eye_slices = np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))
+        low, above_eyes = int(eye_slices[0]), int(eye_slices[-1]) + 1
     else:
-        low = int((s_idx[0] + s_idx[-1]) // 2)
-        skin = np.flatnonzero(view.view(body)[low:].any(axis=(0, 2)))
-        front = _index_at_or_above(a, float(a[skin[-1]]) - 30.0) if skin.size else 0
-    slab = (slice(low, s_idx[-1] + 1), slice(front, None), slice(None))
-    inside = _cranial_cavity(view.view(ct.array)[slab], view.view(body)[slab], config.bone_hu) & (r[slab] == 5)
-    r[slab][inside] = 0
-    return np.ascontiguousarray(view.unview(r))
+        low = above_eyes = int((s_idx[0] + s_idx[-1]) // 2)
+    brain = brain_side(view.view(ct.array), view.view(body), view_spacing(ct, view), config.bone_hu, low, above_eyes)
+    r[brain & (r == 5)] = 0
+    return np.ascontiguousarray(view.unview(r)), np.ascontiguousarray(view.unview(brain))
 
 
 def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
-                     mask_region: np.ndarray) -> tuple[np.ndarray, Landmarks]:
+                     mask_region: np.ndarray) -> tuple[np.ndarray, Landmarks, np.ndarray | None]:
     """Region of a face-mask locator (method ``face``): the mask's region (rule 5), minus the cranial cavity.
 
     With ``keep_brain`` what the skull encloses inside the region's bounding box is
@@ -245,15 +224,16 @@ def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, confi
     idx = np.argwhere(mask_region)
     if idx.size == 0:
         raise PrivacyError("the face mask is empty; cannot locate the face")
+    brain = None
     if config.keep_brain:
-        rule = _keep_cranial_cavity(ct, body, rule, config, location)
+        rule, brain = _keep_cranial_cavity(ct, body, rule, config, location)
     superior = ct.index_to_lps(idx[:: max(1, len(idx) // 20000)]) @ SUPERIOR
     landmarks = Landmarks(
         eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
         cut_plane_anterior_mm=None, inferior_eye_mm=None, superior_eye_mm=None,
         lower_limit_mm=round(float(superior.min()), 2), chin_found=False,
     )
-    return rule, landmarks
+    return rule, landmarks, brain
 
 
 def _face_mask_region(ct: Volume, location: FaceLocation, config: RegionConfig) -> tuple[np.ndarray | None, list[str]]:
@@ -286,9 +266,9 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
     """
     mask_region, notes = _face_mask_region(ct, location, config.region)
     if mask_region is not None and (location.method == "face" or not location.eyes):
-        rule, landmarks = mask_only_region(ct, body, location, config.region, mask_region)
+        rule, landmarks, brain = mask_only_region(ct, body, location, config.region, mask_region)
     else:
-        rule, landmarks = face_region(ct, body, location, config.region, config.eyes.margin_mm, mask_region)
+        rule, landmarks, brain = face_region(ct, body, location, config.region, config.eyes.margin_mm, mask_region)
     protected_any = np.zeros(ct.shape, dtype=bool)
     kept_by: dict[str, int] = {}
     labels: dict[int, str] = {}
@@ -307,4 +287,26 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
         protected_any[box] |= grown
     plan = RemovalPlan(rule, protected_any, kept_by, landmarks, notes)
     plan.protected_by, plan.protection_labels = protected_by, labels
+    if brain is not None:
+        # defaceRT's box (region upper) is kept exact on purpose: there the figure is a reported cost.
+        check_brain_side(ct, plan, brain, enforce=config.region.kind != "upper")
     return plan
+
+
+def check_brain_side(ct: Volume, plan: RemovalPlan, brain: np.ndarray, enforce: bool = True) -> None:
+    """Record the brain-side tissue the plan removes, by any rule; with ``enforce`` a plan removing any is refused.
+
+    The rules above the eyes already leave the brain side out; this catches every
+    other way in (the lower-face rule, a face mask, a future rule).
+    """
+    reached = plan.removed & brain
+    plan.brain_side_removed_cc = round(int(np.count_nonzero(reached)) * ct.voxel_cc, 3)
+    if enforce and reached.any():
+        labels = plan.provenance[reached]
+        rules = ", ".join(f"{RULES[int(n)]}: {int((labels == n).sum())}" for n in np.unique(labels))
+        box = bounding_box(reached)
+        corner = ct.index_to_lps(np.array([[b.start for b in box]]))[0] if box else np.zeros(3)
+        raise CavityError(f"the planned removal reaches {plan.brain_side_removed_cc} cc into the cranial cavity "
+                          f"(voxels by rule: {rules}; near LPS {np.round(corner, 1).tolist()} mm): brain is never "
+                          "removed. Check the eye landmarks (--method eyes with eye ROIs) or the region settings. "
+                          "Nothing was written.")

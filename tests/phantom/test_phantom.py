@@ -17,17 +17,8 @@ from skimage.draw import polygon as fill_polygon
 from deface_ts.geometry.volume import ANTERIOR, Volume, affine_from_dicom
 from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import write_phantom_study
-from deface_ts.phantom.anatomy import (
-    CHIN,
-    EYE_CENTRES,
-    EYE_KEYS,
-    NOSE_TIP,
-    ROIS,
-    PhantomOptions,
-    evaluate,
-    evaluate_boxes,
-    phantom_hu,
-)
+from deface_ts.phantom.anatomy import EYE_KEYS, ROIS, PhantomOptions, evaluate, evaluate_boxes, phantom_hu
+from deface_ts.phantom.surfaces import CHIN, EYE_CENTRES, NOSE_TIP
 from tests.checkers import dciodvfy_errors, dice, requires_dciodvfy
 from tests.conftest import SMALL
 

@@ -114,8 +114,14 @@ def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray,
     if len(files) > 1 and np.any(np.diff(along) < POSITION_TOLERANCE_MM):
         k = int(np.argmin(np.diff(along)))
         raise InputError(f"{files[k + 1].path}: same slice position as {files[k].path}")
+    _check_no_tilt(files, positions, along, normal)
+    single = float(files[0].header.get("SliceThickness", 1.0) or 1.0)
+    step = _regular_step(files, along) if len(files) > 1 else single
+    return files, orientation, positions[0], step
 
-    # Gantry tilt shows as slice origins drifting in the image plane (PS3.3 C.7.6.2.1.1).
+
+def _check_no_tilt(files: list[DicomFile], positions: np.ndarray, along: np.ndarray, normal: np.ndarray) -> None:
+    """Gantry tilt shows as slice origins drifting in the image plane (PS3.3 C.7.6.2.1.1): refused."""
     in_plane = positions - positions[0] - np.outer(along - along[0], normal)
     drift = np.linalg.norm(in_plane, axis=1)
     if drift.max() > POSITION_TOLERANCE_MM * 10:
@@ -127,28 +133,28 @@ def slice_geometry(files: list[DicomFile]) -> tuple[list[DicomFile], np.ndarray,
             f"slices are sheared (gantry tilt about {angle:.1f} degrees, GantryDetectorTilt {tilt}); "
             "resample the series to an orthogonal grid before defacing",
         )
-    step = 0.0
-    if len(files) > 1:
-        gaps = np.diff(along)
-        step = float(np.median(gaps))
-        bad = np.flatnonzero(np.abs(gaps - step) > max(POSITION_TOLERANCE_MM, 0.01 * step))
-        if bad.size:
-            k = int(bad[0])
-            missing = gaps[k] / step
-            if abs(missing - round(missing)) < 0.05 and round(missing) >= 2:
-                raise _geometry_error(
-                    files,
-                    f"{int(round(missing)) - 1} slice(s) missing between {files[k].path.name} "
-                    f"(at {along[k]:.2f} mm) and {files[k + 1].path.name} (at {along[k + 1]:.2f} mm)",
-                )
+
+
+def _regular_step(files: list[DicomFile], along: np.ndarray) -> float:
+    """The slice step of sorted slices; a gap (missing slices) or uneven spacing is refused, naming the files."""
+    gaps = np.diff(along)
+    step = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - step) > max(POSITION_TOLERANCE_MM, 0.01 * step))
+    if bad.size:
+        k = int(bad[0])
+        missing = gaps[k] / step
+        if abs(missing - round(missing)) < 0.05 and round(missing) >= 2:
             raise _geometry_error(
                 files,
-                f"non-uniform slice spacing: {gaps[k]:.3f} mm between {files[k].path.name} and "
-                f"{files[k + 1].path.name}, {step:.3f} mm elsewhere",
+                f"{int(round(missing)) - 1} slice(s) missing between {files[k].path.name} "
+                f"(at {along[k]:.2f} mm) and {files[k + 1].path.name} (at {along[k + 1]:.2f} mm)",
             )
-    else:
-        step = float(files[0].header.get("SliceThickness", 1.0) or 1.0)
-    return files, orientation, positions[0], step
+        raise _geometry_error(
+            files,
+            f"non-uniform slice spacing: {gaps[k]:.3f} mm between {files[k].path.name} and "
+            f"{files[k + 1].path.name}, {step:.3f} mm elsewhere",
+        )
+    return step
 
 
 def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, bool]:
