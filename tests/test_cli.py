@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,15 @@ def _terminal():
 
 
 def _read(leader) -> str:
-    os.set_blocking(leader.fileno(), False)
-    return (leader.read(1 << 20) or b"").decode()  # None: nothing was written
+    """Everything written to the terminal: the kernel hands pty output over asynchronously, so read until it
+    stays quiet for half a second."""
+    chunks = []
+    while select.select([leader], [], [], 0.5)[0]:
+        chunk = os.read(leader.fileno(), 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 @pytest.mark.parametrize("quiet", [False, True])

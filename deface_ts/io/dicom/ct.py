@@ -56,8 +56,9 @@ class CtSeries:
         """Stored values of slice ``k`` (a new array)."""
         if self.kept_stored is not None:
             return self.kept_stored[k].copy()
-        # Exact by construction (load_ct): HU = stored + intercept, the intercept an integer.
-        return (self.hu.array[k].astype(np.int32) - int(self.intercept[k])).astype(self.stored_dtype)
+        # Exact by construction (load_ct): HU = stored + intercept, the intercept an integer, both in int16.
+        stored = self.hu.array[k] - np.int16(self.intercept[k])
+        return stored.view(self.stored_dtype) if self.stored_dtype.itemsize == 2 else stored.astype(self.stored_dtype)
 
     @property
     def affine(self) -> np.ndarray:

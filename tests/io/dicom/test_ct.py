@@ -70,6 +70,19 @@ def test_rescale_and_unsigned_storage(phantom_cache):
     assert unsigned.hu.array.min() >= -1024 - 1e-3
 
 
+@pytest.mark.parametrize("dtype", ["int16", "uint16"])
+def test_one_ct_array_and_stored_values_exact_per_slice(phantom_cache, dtype):
+    """HU replace the stored values in their buffer when exact; each slice's stored values come back bit for
+    bit, as the files hold them (the writer copies unchanged voxels from them)."""
+    ct = load_case(phantom_cache(stored_dtype=dtype).folder).ct
+    assert ct.kept_stored is None and ct.hu.array.dtype == np.int16
+    for k, file in enumerate(ct.files):
+        expected = pydicom.dcmread(file.path).pixel_array
+        stored = ct.stored_slice(k)
+        assert stored.dtype == expected.dtype == np.dtype(dtype) and np.array_equal(stored, expected)
+    assert np.array_equal(ct.stored, np.stack([pydicom.dcmread(f.path).pixel_array for f in ct.files]))
+
+
 def test_sorting_ignores_instance_number_and_file_names(phantom_cache, tmp_path):
     study = phantom_cache(position="FFS")
     folder = copy_study(study, tmp_path / "shuffled")
