@@ -275,8 +275,11 @@ def find_candidates(grid: CoarseGrid, radius_mm: float, keep: int = 24) -> list[
     peaks = (score > 0) & (score == ndimage.maximum_filter(score, size=tuple(size)))
     index = np.argwhere(peaks)
     order = np.argsort(score[tuple(index.T)])[::-1][:keep]
-    return [Candidate(tuple(int(v) for v in index[n]), grid.sal(index[n]), float(water_in[tuple(index[n])]),
-                      float(fat_behind[tuple(index[n])])) for n in order]
+    found = []
+    for n in order:
+        s, a, l = (int(v) for v in index[n])
+        found.append(Candidate((s, a, l), grid.sal(index[n]), float(water_in[s, a, l]), float(fat_behind[s, a, l])))
+    return found
 
 
 def pair_problems(a: Candidate, b: Candidate) -> list[str]:

@@ -32,7 +32,7 @@ from deface_ts.geometry.masks import BoxMask, bounding_box, dilate_in_box
 from deface_ts.geometry.view import AnatomicalView
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.locate.base import FaceLocation
-from deface_ts.removal.cavity import CavityError, brain_side
+from deface_ts.removal.cavity import CavityError, brain_side, enclosed_voxels
 from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
@@ -190,12 +190,15 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
                          location: FaceLocation) -> tuple[np.ndarray, np.ndarray]:
-    """Take the brain side out of a face-mask-only region (rule 5); also return the brain side.
+    """Take what the skull encloses out of a face-mask-only region (rule 5); also return it, for the check.
 
-    The brain side (`deface_ts.removal.cavity.brain_side`) is found from the lowest eye
-    voxel up (lower down the cranial cavity opens into the neck through the skull
-    base), the skull's envelope above the eyes. Without eye landmarks it starts at
-    the face mask's middle, which holds the forehead above it.
+    The enclosure test (`deface_ts.removal.cavity.enclosed_voxels`) runs on the slab from
+    the lowest eye voxel up, anterior of the eyes' centres: lower down the cranial cavity
+    opens into the neck through the skull base, further back into the orbits. Without
+    eye landmarks the slab is the face mask's upper half, 30 mm behind the skin's front.
+    (The eye region's brain side, `cavity.brain_side`, is not used here: its envelope and
+    partial-volume ring kept parts of a deep face mask that the verification read as a
+    face on the phantom; a face mask over a skull defect is not protected by it.)
     """
     view = AnatomicalView.of(ct)
     r = view.view(rule).copy()
@@ -203,12 +206,16 @@ def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config:
     brain = np.zeros(r.shape, dtype=bool)
     if s_idx.size == 0:
         return rule, brain
+    a = view.coordinates[1]
     if location.eyes:
-        eye_slices = np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))
-        low, above_eyes = int(eye_slices[0]), int(eye_slices[-1]) + 1
+        low = int(np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))[0])
+        front = _index_at_or_above(a, min(float(e.centre_mm @ ANTERIOR) for e in location.eyes))
     else:
-        low = above_eyes = int((s_idx[0] + s_idx[-1]) // 2)
-    brain = brain_side(view.view(ct.array), view.view(body), view_spacing(ct, view), config.bone_hu, low, above_eyes)
+        low = int((s_idx[0] + s_idx[-1]) // 2)
+        skin = np.flatnonzero(view.view(body)[low:].any(axis=(0, 2)))
+        front = _index_at_or_above(a, float(a[skin[-1]]) - 30.0) if skin.size else 0
+    slab = (slice(low, s_idx[-1] + 1), slice(front, None), slice(None))
+    brain[slab] = enclosed_voxels(view.view(ct.array)[slab], view.view(body)[slab], config.bone_hu)
     r[brain & (r == 5)] = 0
     return np.ascontiguousarray(view.unview(r)), np.ascontiguousarray(view.unview(brain))
 
