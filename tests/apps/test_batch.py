@@ -149,7 +149,7 @@ def test_a_case_that_failed_verification_is_retried_and_cleaned(phantom, tmp_pat
 
 
 def test_status_lists_temporary_folders_of_killed_runs(three_cases, capsys):
-    from tests.test_output import _killed_run
+    from tests.io.test_output import _killed_run
 
     manifest, out = three_cases
     _killed_run(out / "a")

@@ -16,7 +16,7 @@ from deface_ts.apps.cli import main
 from deface_ts.apps.progress import StageProgress, process_age_s
 from deface_ts.config import load_config
 from deface_ts.pipeline import deface
-from tests.test_batch import _manifest
+from tests.apps.test_batch import _manifest
 
 LIKE_FOR_LIKE = ["--method", "eyes", "--verify", "off", "--no-nifti", "--no-pictures"]
 STAGES = ["load", "segment", "plan", "apply", "write", "post_check", "verify"]

@@ -25,7 +25,7 @@ from deface_ts.removal.apply import deface_volume
 from deface_ts.vision import faces, identity
 from deface_ts.vision.render import render_views
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 #: Phantom variants (patient positions) and synthetic people, on the small acquisition to keep the suite fast.
 SUBJECTS = {"phantom_HFS": (0, "HFS"), "phantom_FFP": (0, "FFP"), "person1_HFP": (1, "HFP"), "person2_HFS": (2, "HFS")}

@@ -61,8 +61,8 @@ def test_a_plan_reaching_into_the_brain_is_refused(case):
     location = RoiEyeLocator(case.structures, EyesConfig()).locate(ct)
     plan = plan_removal(ct, body_from_hu(ct.array, config.region.body_hu), location, [], config)
     brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
-    plan.rule[brain] = 3
-    plan.removed = (plan.rule > 0) & ~plan.protected
+    plan.provenance[brain] = 3
+    plan.removed = (plan.provenance > 0) & ~plan.protected
     cavity = np.zeros(ct.shape, dtype=bool)
     cavity[brain] = True
     with pytest.raises(CavityError, match="reaches .* cc into the cranial cavity"):
