@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Stages, phantom  # noqa: E402
 
 from deface_ts.choices import VERIFY_ANGLES  # noqa: E402
-from deface_ts.vision import faces, render, vtk_render  # noqa: E402
-from deface_ts.vision.skin import strip_immobilisation  # noqa: E402
 from deface_ts.io.dicom.ct import load_ct  # noqa: E402
 from deface_ts.io.dicom.study import discover, select  # noqa: E402
+from deface_ts.vision import faces, render, vtk_render  # noqa: E402
+from deface_ts.vision.skin import strip_immobilisation  # noqa: E402
 
 TARGET_S = 5.0
 

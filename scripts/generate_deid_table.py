@@ -34,7 +34,10 @@ def _masked(group: int, element: int, group_mask: int, element_mask: int) -> str
 
 
 def read_lists(module: Path) -> list[tuple[str, str, str]]:
-    """(tag, action, name) per attribute; the tag is 8 hex digits (x: any digit in a repeating group); the name is the comment dicom-anonymizer wrote beside it."""
+    """(tag, action, name) per attribute.
+
+    The tag is 8 hex digits (x: any digit in a repeating group); the name is the comment dicom-anonymizer wrote beside it.
+    """
     lines = module.read_text().splitlines()
     rows = []
     for node in ast.parse(module.read_text()).body:

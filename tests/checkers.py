@@ -11,8 +11,10 @@ import numpy as np
 import pydicom
 import pytest
 
-requires_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools not installed (scripts/setup.sh --tests installs it)")
-requires_plastimatch = pytest.mark.skipif(shutil.which("plastimatch") is None, reason="plastimatch not installed (scripts/setup.sh --tests installs it)")
+requires_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
+                                       reason="dicom3tools not installed (scripts/setup.sh --tests installs it)")
+requires_plastimatch = pytest.mark.skipif(shutil.which("plastimatch") is None,
+                                          reason="plastimatch not installed (scripts/setup.sh --tests installs it)")
 
 
 def dciodvfy_errors(path: Path, tmp: Path | None = None) -> list[str]:

@@ -13,8 +13,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol")
 

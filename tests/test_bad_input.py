@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pydicom
 import pytest
 from pydicom.dataelem import RawDataElement

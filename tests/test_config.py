@@ -57,13 +57,12 @@ def test_overrides_win_and_missing_file():
 
 def test_wheel_installs_the_named_configs(tmp_path):
     """A wheel carries configs/*.yaml to <prefix>/share/deface-ts/configs, the second place CONFIG_DIRS looks."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
     from deface_ts.config import CONFIG_DIRS
-
-    import shutil
 
     source, root = tmp_path / "src", CONFIG_DIR.parent  # pip builds in the tree it is given: a copy keeps ours clean
     for name in ("deface_ts", "configs"):

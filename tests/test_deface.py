@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
-from deface_ts.io import nifti
 from deface_ts.apps.cli import main
-from deface_ts.config import load_config
-from deface_ts.io.dicom.case import load_case
+from deface_ts.config import EyesConfig, load_config
 from deface_ts.errors import PrivacyError
-from deface_ts.pipeline import deface
+from deface_ts.io import nifti
+from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.eyes import is_eye_name
-from deface_ts.config import EyesConfig
-from tests.checkers import dciodvfy_errors, plastimatch_convert, requires_dciodvfy, requires_plastimatch, resample_nearest
+from deface_ts.pipeline import deface
+from tests.checkers import (
+    dciodvfy_errors,
+    plastimatch_convert,
+    requires_dciodvfy,
+    requires_plastimatch,
+    resample_nearest,
+)
 from tests.conftest import tree_digest
 
 
@@ -56,7 +61,9 @@ def test_face_removed_targets_kept(defaced, position):
     entry = next(r for r in report["rois"] if r["name"] == ptv_name)
     assert entry["status"] == "protected" and entry["preserved_ratio"] == 1.0
     assert report["removed"]["kept_by_protection_voxels"][ptv_name] > 0  # it really reached into the face
-    contour_data = lambda case: [list(c.ContourData) for c in case.structures.get(ptv_name).contour.ContourSequence]
+    def contour_data(case):
+        return [list(c.ContourData) for c in case.structures.get(ptv_name).contour.ContourSequence]
+
     assert contour_data(after) == contour_data(before)
     # the brain is never removed
     brain = next(r for r in report["rois"] if r["name"] == study.roi_names["brain"])
@@ -222,9 +229,9 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
 
 
 def test_post_check_fails_closed_on_leftover_face(defaced):
-    from deface_ts.removal.plan import RemovalPlan
     from deface_ts.checks.verify import post_check_volume
     from deface_ts.locate.eyes import RoiEyeLocator
+    from deface_ts.removal.plan import RemovalPlan
 
     study, out, report, before, after = defaced["HFS"]
     rule = (nifti.load(out / "nifti" / "removal_mask.nii.gz").array).astype(np.uint8)

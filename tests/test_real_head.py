@@ -19,12 +19,12 @@ import pytest
 from scipy import ndimage
 
 from deface_ts.apps.cli import main
+from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.ct_eyes import WATER_HU, CtEyeLocator
 from deface_ts.locate.weightless import agreement
-from deface_ts.geometry.masks import body_from_hu
 from tests.real_heads import cranium_folder, load_cranium, write_ct_series
 
 

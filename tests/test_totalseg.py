@@ -19,18 +19,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from deface_ts.locate.totalseg import weights
-from deface_ts.errors import DefaceError, InputError, LicenceError, MissingWeightsError, ModelError, PrivacyError
-from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
-from deface_ts.locate.totalseg import runtime
-from deface_ts.locate.base import FaceLocation
-from deface_ts.locate.eyes import MaskEyeLocator
-from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method
-from deface_ts.removal.face_mask import face_region_from_mask
-from deface_ts.removal.plan import plan_removal
 from deface_ts.config import load_config
+from deface_ts.errors import DefaceError, InputError, LicenceError, MissingWeightsError, ModelError, PrivacyError
 from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import ANTERIOR, Volume
+from deface_ts.locate.base import FaceLocation
+from deface_ts.locate.eyes import MaskEyeLocator
+from deface_ts.locate.totalseg import runtime, weights
+from deface_ts.locate.totalseg.runtime import TotalSegLocator, TotalSegOptions, choose_method
+from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
+from deface_ts.removal.face_mask import face_region_from_mask
+from deface_ts.removal.plan import plan_removal
 from tests.conftest import HARDWARE_ABSENT
 
 SMALL = dict(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0, noise_hu=0.0)

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from deface_ts.apps.cli import main
+from deface_ts.checks.verify import FACE_DETECTED, FACE_RECOGNISABLE, NOT_JUDGED, visual_check
 from deface_ts.config import VerifyConfig, load_config
 from deface_ts.errors import PrivacyError
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.pipeline import deface
-from deface_ts.checks.verify import FACE_DETECTED, FACE_RECOGNISABLE, NOT_JUDGED, visual_check
 from tests.conftest import SMALL, tree_digest
 from tests.vision.scenes import shave
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from deface_ts.apps.progress import StageProgress
 from deface_ts.config import Config
 from deface_ts.errors import DefaceError, InputError, OutputError
-from deface_ts.report import read_report
 from deface_ts.io.output import TemporaryFolder, temporary_folders
+from deface_ts.report import read_report
 
 log = logging.getLogger(__name__)
 

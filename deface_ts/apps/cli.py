@@ -22,29 +22,49 @@ from deface_ts.errors import DefaceError
 if TYPE_CHECKING:
     from deface_ts.report import Report
 
+Subcommands = argparse._SubParsersAction  # argparse's subcommand registry (what add_subparsers returns)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deface-ts", description="Remove the face from head-and-neck radiotherapy CT.")
     parser.add_argument("--version", action="version", version=f"deface-ts {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_info(sub)
+    _add_convert(sub)
+    _add_deface(sub)
+    _add_batch(sub)
+    _add_deid(sub)
+    _add_demo(sub)
+    _add_models(sub)
+    _add_evaluate(sub)
+    _add_phantom(sub)
+    return parser
 
+
+def _add_info(sub: Subcommands) -> None:
     info = sub.add_parser("info", help="describe a DICOM study folder (headers only)")
     info.add_argument("input", type=Path)
     info.add_argument("--series", help="SeriesInstanceUID of the CT series to describe")
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+
+def _add_convert(sub: Subcommands) -> None:
     convert = sub.add_parser("convert", help="convert a DICOM-RT study to NIfTI (CT, ROI masks, dose)")
     convert.add_argument("input", type=Path)
     convert.add_argument("output", type=Path)
     convert.add_argument("--series", help="SeriesInstanceUID of the CT series to convert")
     convert.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
+
+def _add_deface(sub: Subcommands) -> None:
     deface = sub.add_parser("deface", help="remove the face from a DICOM-RT study or a NIfTI CT")
     deface.add_argument("input", type=Path, help="DICOM study folder, or a NIfTI CT (.nii/.nii.gz)")
     deface.add_argument("output", type=Path, help="output folder (must not exist or be empty)")
     _deface_options(deface)
 
+
+def _add_batch(sub: Subcommands) -> None:
     batch = sub.add_parser("batch", help="deface the cases of a manifest CSV (one per Slurm array task, or all)",
                            description="MANIFEST: CSV with columns case, input[, series, patient_id]. Each case is "
                            "written to "
@@ -63,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --submit: extra #SBATCH line, e.g. '--mem=8G' (repeatable)")
     _deface_options(batch, for_demo=True, overwrite=False)  # a case is done once; its folder is never replaced
 
+
+def _add_deid(sub: Subcommands) -> None:
     deid = sub.add_parser("deid", help="de-identify the headers of a DICOM-RT folder (no face removal)",
                           description="Every DICOM file under INPUT is written to OUTPUT with its headers "
                           "de-identified (PS3.15 Annex E, profile rt-research by default) and its pixel data "
@@ -73,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     deid.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     _deid_options(deid)
 
+
+def _add_demo(sub: Subcommands) -> None:
     demo = sub.add_parser("demo", help="generate the built-in phantom study and deface it")
     demo.add_argument("output", type=Path, nargs="?", default=Path("demo-output"))
     demo.add_argument("--matrix", type=int, default=256)
@@ -80,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--position", default="HFS", choices=choices.POSITIONS)
     _deface_options(demo, for_demo=True)
 
+
+def _add_models(sub: Subcommands) -> None:
     models = sub.add_parser("models", help="TotalSegmentator weights: status, import, licence")
     models.add_argument("--home", type=Path, help="TotalSegmentator home (default: $TOTALSEG_HOME_DIR or ~/.totalsegmentator)")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -91,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     licence = models_sub.add_parser("licence", help="record the licence number of the face task (offline)")
     licence.add_argument("number")
 
+
+def _add_evaluate(sub: Subcommands) -> None:
     evaluate = sub.add_parser("evaluate", help="privacy and utility over original/defaced pairs")
     evaluate.add_argument("output", type=Path, help="folder for results.json, results.csv and summary.html")
     evaluate.add_argument("--pairs", type=Path, help="CSV with columns original, defaced, patient[, scan]")
@@ -98,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--defaced", type=Path, help="folder of defaced case folders, matched by name")
     evaluate.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
+
+def _add_phantom(sub: Subcommands) -> None:
     phantom = sub.add_parser("phantom", help="write a synthetic head-and-neck DICOM-RT study")
     phantom.add_argument("output", type=Path)
     phantom.add_argument("--position", default="HFS", choices=choices.POSITIONS)
@@ -106,7 +136,6 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--pixel-spacing", type=float, default=1.0)
     phantom.add_argument("--slice-thickness", type=float, default=2.0)
     phantom.add_argument("--no-eyes", action="store_true", help="omit eye and lens ROIs")
-    return parser
 
 
 def _deface_options(parser: argparse.ArgumentParser, for_demo: bool = False, overwrite: bool = True) -> None:
@@ -200,7 +229,7 @@ def _print_report(report: Report) -> None:
     print(f"  report: {Path(report['output']['folder']) / 'report.json'}")
 
 
-def _summary(report: dict, progress: StageProgress) -> dict:
+def _summary(report: Report, progress: StageProgress) -> dict:
     """The ``--json`` summary of one defaced case: where it went, what was removed, what was checked, how long."""
     return {
         "status": "done",
@@ -216,7 +245,7 @@ def _summary(report: dict, progress: StageProgress) -> dict:
     }
 
 
-def _show(report: dict, progress: StageProgress, as_json: bool) -> None:
+def _show(report: Report, progress: StageProgress, as_json: bool) -> None:
     progress.clear()
     if as_json:
         print(json.dumps(_summary(report, progress), indent=2))
@@ -242,72 +271,90 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, progress: StageProgress) -> int:
-    if args.command == "info":
-        from deface_ts.apps.info import describe, format_summary
+    commands = {"info": _info, "convert": _convert, "deface": _deface, "deid": _deid, "demo": _demo, "batch": _batch,
+                "models": _models, "evaluate": _evaluate, "phantom": _phantom}
+    return commands[args.command](args, progress)
 
-        summary = describe(args.input, args.series)
-        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    elif args.command == "convert":
-        from deface_ts.apps.convert import convert
 
-        print(convert(args.input, args.output, args.series, args.overwrite))
-    elif args.command == "deface":
-        from deface_ts.pipeline import deface
+def _info(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.apps.info import describe, format_summary
 
-        report = deface(args.input, args.output, _config(args), series_uid=args.series, overwrite=args.overwrite,
-                        eyes_mask=args.eyes_mask, protect_masks=args.protect_mask, patient_id=args.patient_id,
-                        linkage=args.linkage, progress=progress)
-        _show(report, progress, args.json)
-    elif args.command == "deid":
-        from deface_ts.config import load_config
-        from deface_ts.deid.study import deidentify_folder
+    summary = describe(args.input, args.series)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
 
-        config = load_config(args.config, {"deid.profile": args.deid, "deid.key_file": args.deid_key,
-                                           "deid.linkage": args.linkage})
-        report = deidentify_folder(args.input, args.output, config.deid, patient_id=args.patient_id,
-                                   overwrite=args.overwrite)
-        print(f"de-identified: {args.output} ({len(report['files'])} files, profile {report['deid']['profile']}, "
-              f"key {report['deid']['key_fingerprint']}); linkage: {report['linkage']}")
-    elif args.command == "demo":
-        from deface_ts.phantom import PhantomOptions, write_phantom_study
-        from deface_ts.pipeline import deface
 
-        from deface_ts.io.output import check_output
+def _convert(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.apps.convert import convert
 
-        config = _config(args)  # a bad option fails before anything is written
-        check_output(args.output, [], args.overwrite)
-        options = PhantomOptions(position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices)
-        study = write_phantom_study(args.output / "input", options)
-        if not args.json:
-            print(f"phantom study: {study.folder}")
-        report = deface(study.folder, args.output / "defaced", config, overwrite=True, progress=progress)
-        _show(report, progress, args.json)
-    elif args.command == "batch":
-        return _batch(args, progress)
-    elif args.command == "models":
-        _models(args)
-    elif args.command == "evaluate":
-        from deface_ts.reporting.evaluate import evaluate
-        from deface_ts.reporting.pairs import pairs_from_roots, read_pairs
-        from deface_ts.errors import InputError
+    print(convert(args.input, args.output, args.series, args.overwrite))
+    return 0
 
-        if args.pairs is not None:
-            pairs = read_pairs(args.pairs)
-        elif args.originals is not None and args.defaced is not None:
-            pairs = pairs_from_roots(args.originals, args.defaced)
-        else:
-            raise InputError("evaluate needs --pairs CSV, or --originals and --defaced folders")
-        evaluate(pairs, args.output, overwrite=args.overwrite)
-        print(f"evaluated {len(pairs)} pair(s): {args.output / 'summary.html'}")
-    elif args.command == "phantom":
-        from deface_ts.phantom import PhantomOptions, write_phantom_study
 
-        options = PhantomOptions(
-            position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices,
-            pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness, include_eyes=not args.no_eyes,
-        )
-        study = write_phantom_study(args.output, options)
-        print(study.folder)
+def _deface(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.pipeline import deface
+
+    report = deface(args.input, args.output, _config(args), series_uid=args.series, overwrite=args.overwrite,
+                    eyes_mask=args.eyes_mask, protect_masks=args.protect_mask, patient_id=args.patient_id,
+                    linkage=args.linkage, progress=progress)
+    _show(report, progress, args.json)
+    return 0
+
+
+def _deid(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.config import load_config
+    from deface_ts.deid.study import deidentify_folder
+
+    config = load_config(args.config, {"deid.profile": args.deid, "deid.key_file": args.deid_key,
+                                       "deid.linkage": args.linkage})
+    done = deidentify_folder(args.input, args.output, config.deid, patient_id=args.patient_id,
+                             overwrite=args.overwrite)
+    print(f"de-identified: {args.output} ({len(done['files'])} files, profile {done['deid']['profile']}, "
+          f"key {done['deid']['key_fingerprint']}); linkage: {done['linkage']}")
+    return 0
+
+
+def _demo(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.io.output import check_output
+    from deface_ts.phantom import PhantomOptions, write_phantom_study
+    from deface_ts.pipeline import deface
+
+    config = _config(args)  # a bad option fails before anything is written
+    check_output(args.output, [], args.overwrite)
+    options = PhantomOptions(position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices)
+    study = write_phantom_study(args.output / "input", options)
+    if not args.json:
+        print(f"phantom study: {study.folder}")
+    report = deface(study.folder, args.output / "defaced", config, overwrite=True, progress=progress)
+    _show(report, progress, args.json)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.errors import InputError
+    from deface_ts.reporting.evaluate import evaluate
+    from deface_ts.reporting.pairs import pairs_from_roots, read_pairs
+
+    if args.pairs is not None:
+        pairs = read_pairs(args.pairs)
+    elif args.originals is not None and args.defaced is not None:
+        pairs = pairs_from_roots(args.originals, args.defaced)
+    else:
+        raise InputError("evaluate needs --pairs CSV, or --originals and --defaced folders")
+    evaluate(pairs, args.output, overwrite=args.overwrite)
+    print(f"evaluated {len(pairs)} pair(s): {args.output / 'summary.html'}")
+    return 0
+
+
+def _phantom(args: argparse.Namespace, progress: StageProgress) -> int:
+    from deface_ts.phantom import PhantomOptions, write_phantom_study
+
+    options = PhantomOptions(
+        position=args.position, rows=args.matrix, columns=args.matrix, slices=args.slices,
+        pixel_spacing=args.pixel_spacing, slice_thickness=args.slice_thickness, include_eyes=not args.no_eyes,
+    )
+    study = write_phantom_study(args.output, options)
+    print(study.folder)
     return 0
 
 
@@ -349,7 +396,7 @@ def _batch(args: argparse.Namespace, progress: StageProgress) -> int:
     return batch.exit_code(results)
 
 
-def _models(args: argparse.Namespace) -> None:
+def _models(args: argparse.Namespace, progress: StageProgress) -> int:
     from deface_ts.locate.totalseg import weights
 
     if args.home is not None:
@@ -358,7 +405,7 @@ def _models(args: argparse.Namespace) -> None:
         status = weights.status()
         if args.json:
             print(json.dumps(status, indent=2))
-            return
+            return 0
         print(f"weights folder: {status['weights_dir']}")
         for name, task in status["tasks"].items():
             state = "ready" if name in status["available"] else ("complete" if task["complete"] else "missing")
@@ -372,6 +419,7 @@ def _models(args: argparse.Namespace) -> None:
     elif args.models_command == "licence":
         path = weights.set_licence(args.number)
         print(f"licence recorded in {path} (usage statistics off)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def _search_box(hu: np.ndarray, spacing: np.ndarray) -> tuple[slice, slice, slic
     for axis in range(3):
         planes = np.flatnonzero(sample.sum(axis=tuple(a for a in range(3) if a != axis)) >= 3)
         if planes.size == 0:
-            return (slice(None),) * 3  # type: ignore[return-value]
+            return (slice(None),) * 3
         first, last = int(planes[0]) * step[axis], int(planes[-1]) * step[axis]
         if axis == 1:  # anterior: from the front of the head back
             first = last - int(np.ceil(FRONT_DEPTH_MM / spacing[1]))

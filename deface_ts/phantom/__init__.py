@@ -7,8 +7,8 @@ the face into distinct synthetic people.
 """
 
 from deface_ts.phantom.anatomy import PhantomOptions, PhantomStudy, evaluate
-from deface_ts.phantom.surfaces import CHIN, EYE_CENTRES, NOSE_TIP, FaceShape
 from deface_ts.phantom.dicom import write_phantom_study
+from deface_ts.phantom.surfaces import CHIN, EYE_CENTRES, NOSE_TIP, FaceShape
 
 __all__ = ["CHIN", "EYE_CENTRES", "NOSE_TIP", "FaceShape", "PhantomOptions", "PhantomStudy", "evaluate",
            "write_phantom_study"]

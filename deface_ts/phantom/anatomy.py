@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from deface_ts.geometry.masks import BoxMask
+from deface_ts.geometry.volume import affine_from_dicom
 from deface_ts.phantom.canvas import Canvas, Region, local_index
 from deface_ts.phantom.surfaces import (
     CHIN,
     CRANIUM,
+    DEFAULT_FACE,
     EYE_CENTRES,
     EYE_RADIUS,
     SKIN_PIECES,
@@ -39,7 +41,6 @@ from deface_ts.phantom.surfaces import (
     smax,
     smin,
 )
-from deface_ts.geometry.volume import affine_from_dicom
 
 #: ImageOrientationPatient per patient position (row direction, column direction).
 ORIENTATIONS = {
@@ -297,7 +298,7 @@ def _keep_targets(cv: Canvas) -> None:
 
 
 def evaluate_grid(z: np.ndarray, y: np.ndarray, x: np.ndarray, noise_hu: float = 0.0, seed: int = 0,
-                  air_noise_hu: float = 0.0, face: FaceShape = FaceShape()) -> tuple[np.ndarray, dict[str, BoxMask]]:
+                  air_noise_hu: float = 0.0, face: FaceShape = DEFAULT_FACE) -> tuple[np.ndarray, dict[str, BoxMask]]:
     """HU (float32, indexed (z, y, x) as given) and ROI box masks on an axis-aligned grid.
 
     Parameters

@@ -14,6 +14,7 @@ import numpy as np
 from deface_ts.geometry.masks import BoxMask
 from deface_ts.phantom.surfaces import AIR_HU
 
+
 @dataclass
 class Region:
     """An axis-aligned block of the grid and the patient coordinates of its voxel centres."""

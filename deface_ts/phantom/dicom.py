@@ -19,10 +19,18 @@ from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 from skimage.measure import find_contours
 
-from deface_ts.phantom.anatomy import EYE_KEYS, ORIENTATIONS, ROIS, PhantomOptions, PhantomStudy, evaluate_boxes, roi_name
-from deface_ts.phantom.surfaces import CHIN, EYE_CENTRES, NOSE_TIP
 from deface_ts.geometry.masks import BoxMask
 from deface_ts.geometry.volume import Volume, affine_from_dicom
+from deface_ts.phantom.anatomy import (
+    EYE_KEYS,
+    ORIENTATIONS,
+    ROIS,
+    PhantomOptions,
+    PhantomStudy,
+    evaluate_boxes,
+    roi_name,
+)
+from deface_ts.phantom.surfaces import CHIN, EYE_CENTRES, NOSE_TIP
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"

@@ -8,13 +8,15 @@ them, and the tests check the calibrated rules on a few.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from deface_ts.phantom.anatomy import PhantomOptions
 from deface_ts.phantom.surfaces import FaceShape
 
 #: The scans of each person: fine and coarse grids, other noise, the patient shifted in the field.
-ACQUISITIONS = {
+ACQUISITIONS: dict[str, dict[str, Any]] = {
     "fine": dict(rows=256, columns=256, pixel_spacing=1.0, slices=120, slice_thickness=2.0, seed=0),
     "thick": dict(rows=256, columns=256, pixel_spacing=1.0, slices=96, slice_thickness=2.5, seed=1,
                   shift_mm=(3.0, -2.0, 4.0)),

@@ -58,6 +58,10 @@ class FaceShape:
                 raise ValueError(f"FaceShape.{name} must lie in 0.5..1.6, got {getattr(self, name)}")
 
 
+#: The original phantom's face.
+DEFAULT_FACE = FaceShape()
+
+
 def interp(v: np.ndarray, points) -> np.ndarray:
     xp, fp = zip(*points)
     return np.interp(v.ravel(), xp, fp).reshape(v.shape).astype(np.float32)
@@ -101,7 +105,7 @@ def bump(x, z, cx, cz, sx, sz, height) -> np.ndarray:
     return height * np.exp(-(((x - cx) / sx) ** 2) - ((z - cz) / sz) ** 2)
 
 
-def face_relief(x: np.ndarray, z: np.ndarray, shape: FaceShape = FaceShape()) -> np.ndarray:
+def face_relief(x: np.ndarray, z: np.ndarray, shape: FaceShape = DEFAULT_FACE) -> np.ndarray:
     """Forward displacement (mm) of the face's skin over a smooth elliptic base: brow, nose, lips, chin.
 
     A height field over the coronal (x, z) plane: cheap (2-D) and what a face detector sees in a render.
@@ -126,7 +130,7 @@ def face_relief(x: np.ndarray, z: np.ndarray, shape: FaceShape = FaceShape()) ->
     return relief + lips - mouth + chin
 
 
-def face_depth(x, y, z, shape: FaceShape = FaceShape()) -> np.ndarray:
+def face_depth(x, y, z, shape: FaceShape = DEFAULT_FACE) -> np.ndarray:
     """Depth under the face: an elliptic cylinder per slice, displaced forward by the relief, capped below
     along the jaw line (the chin and the underside of the jaw) and above inside the cranium."""
     y_front = interp(z, PROFILE)

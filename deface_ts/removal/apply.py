@@ -11,15 +11,15 @@ from typing import TypedDict
 import numpy as np
 from scipy import ndimage
 
-from deface_ts.choices import Role, RoiStatus
+from deface_ts.choices import RoiStatus, Role
 from deface_ts.config import Config
+from deface_ts.geometry.masks import BoxMask, body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.rtdose import Dose
 from deface_ts.io.dicom.rtstruct import Roi
 from deface_ts.io.dicom.writer import Changes
 from deface_ts.locate.base import FaceLocation
-from deface_ts.geometry.masks import body_from_hu
 from deface_ts.removal.plan import RemovalPlan, plan_removal
 
 
@@ -138,7 +138,7 @@ def _zero_dose(dose: Dose, ct: Volume, plan: RemovalPlan, changes: Changes) -> D
                      max_dose_removed_gy=round(float(gy.max()) if gy.size else 0.0, 4))
 
 
-def deface_volume(ct: Volume, eyes: np.ndarray, protected: list[tuple[str, np.ndarray]],
+def deface_volume(ct: Volume, eyes: np.ndarray, protected: list[tuple[str, np.ndarray | BoxMask]],
                   config: Config) -> tuple[Volume, RemovalPlan, FaceLocation]:
     """Locate (eyes from a mask), plan and apply on an in-memory CT: the NIfTI path without files.
 

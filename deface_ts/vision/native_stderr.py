@@ -15,7 +15,7 @@ import re
 import sys
 import tempfile
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 #: Lines known to be start-up chatter of TensorFlow Lite / absl inside mediapipe.
 NOISE = re.compile(

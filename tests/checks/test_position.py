@@ -6,11 +6,11 @@ import pytest
 
 from deface_ts.checks.position import decide_position, position_from_orientation
 from deface_ts.errors import InputError
+from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.base import Eye, FaceLocation
 from deface_ts.locate.ct_eyes import CtEyeLocator
-from deface_ts.geometry.masks import body_from_hu
 
 
 @pytest.mark.parametrize("position", ["HFS", "HFP", "FFS", "FFP"])

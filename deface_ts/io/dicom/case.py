@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from deface_ts.errors import InputError
+from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.ct import CtSeries, load_ct
 from deface_ts.io.dicom.rtdose import Dose, load_dose
 from deface_ts.io.dicom.rtplan import RtPlan, load_plan
 from deface_ts.io.dicom.rtstruct import Structures, load_structures
 from deface_ts.io.dicom.study import StudyFiles, discover, select
-from deface_ts.errors import InputError
-from deface_ts.geometry.volume import Volume
 
 log = logging.getLogger(__name__)
 

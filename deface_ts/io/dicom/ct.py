@@ -8,9 +8,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from deface_ts.io.dicom.study import DicomFile
 from deface_ts.errors import InputError
 from deface_ts.geometry.volume import Volume, affine_from_dicom
+from deface_ts.io.dicom.study import DicomFile
 
 #: Positions may differ from a perfect grid by this much (mm) before we call it an error.
 POSITION_TOLERANCE_MM = 0.05
@@ -173,9 +173,9 @@ def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) ->
             if shift:
                 hu += np.int16(shift)
             return hu, True
-    hu = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
-    hu += intercept[:, None, None].astype(np.float32)
-    return hu, False
+    scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    scaled += intercept[:, None, None].astype(np.float32)
+    return scaled, False
 
 
 def load_ct(files: list[DicomFile]) -> CtSeries:

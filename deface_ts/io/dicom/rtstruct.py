@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import io
 import re
-from typing import cast
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.tag import BaseTag
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from skimage.measure import find_contours
 
-from deface_ts.io.dicom.study import DicomFile
-from deface_ts.io.dicom.uids import same_encoding
 from deface_ts.choices import Role
 from deface_ts.errors import InputError
-from deface_ts.geometry.volume import Volume
 from deface_ts.geometry.masks import BoxMask, bounding_box
+from deface_ts.geometry.volume import Volume
+from deface_ts.io.dicom.study import DicomFile
+from deface_ts.io.dicom.uids import same_encoding
 
 ROLES = ("body", "ptv", "ctv", "gtv", "oar", "other")
 _BODY_NAMES = re.compile(r"^(body|external|outline|skin|patient|body[ _-]?contour|ext)$", re.IGNORECASE)

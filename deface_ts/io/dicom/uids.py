@@ -6,13 +6,13 @@ import hashlib
 import hmac
 import secrets
 
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_sequence
 from pydicom.sequence import Sequence
-from pydicom.charset import default_encoding
 from pydicom.uid import generate_uid
 
 

@@ -8,9 +8,9 @@ frame of reference are kept: geometry and study are unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from pydicom import config
