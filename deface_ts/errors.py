@@ -50,6 +50,10 @@ class BlankRenderError(PrivacyError):
     """A render shows no surface (or a uniform image): nothing could be verified, so fail closed."""
 
 
+class CavityError(DefaceError):
+    """The planned removal reaches into the cranial cavity: the case stops (brain is never removed)."""
+
+
 class ModelError(DefaceError, exit_code=7):
     """A network failed: its checkpoint cannot be loaded, it crashed or ran out of memory.
 

@@ -35,23 +35,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from deface_ts.errors import DefaceError
+from deface_ts.geometry.masks import ball
 
 #: The orbital roof lies ~5 mm above the globe (an orbit is ~35 mm tall, the globe 24 mm). Lower, a slice's
 #: skull hull holds the orbits' tops and the nasal root, which kept stand out of the cut surface like a face.
 ORBIT_ROOF_MM = 6.0
 #: A voxel half brain (20-40 HU), half bone or air reads anywhere from about -30 to 60 HU; fat (-100) is not brain.
 PARTIAL_BRAIN_HU = (-30.0, 60.0)
-
-
-class CavityError(DefaceError):
-    """The planned removal reaches into the cranial cavity: the case stops (brain is never removed)."""
-
-
-def _ball(radius_mm: float, step_mm: np.ndarray) -> np.ndarray:
-    reach = np.floor(radius_mm / step_mm + 1e-6).astype(int)
-    grid = np.ogrid[tuple(slice(-r, r + 1) for r in reach)]
-    return sum((g * s) ** 2 for g, s in zip(grid, step_mm)) <= radius_mm**2
 
 
 def _blocks(array: np.ndarray, factors: np.ndarray) -> np.ndarray:
@@ -86,9 +76,9 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     factors = np.maximum(np.rint(block_mm / spacing).astype(int), 1)
     step = factors * spacing
     sealed = _blocks(hu, factors).max(axis=-1) > bone_hu
-    ball = _ball(close_mm, step)
+    element = ball(close_mm, step)
     # Dilation then erosion with the border counted as bone: a closing that never opens the array's faces.
-    closed = ndimage.binary_erosion(ndimage.binary_dilation(sealed, ball), ball, border_value=1) | sealed
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(sealed, element), element, border_value=1) | sealed
     air = _blocks(~body, factors).mean(axis=-1) > 0.5
     labels, count = ndimage.label(~closed)
     outside = np.bincount(labels[air & ~closed], minlength=count + 1) > 0

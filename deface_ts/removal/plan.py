@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deface_ts.config import Config, RegionConfig
-from deface_ts.errors import PrivacyError
+from deface_ts.errors import CavityError, PrivacyError
 from deface_ts.geometry.masks import BoxMask, bounding_box, dilate_in_box
 from deface_ts.geometry.view import AnatomicalView
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.locate.base import FaceLocation
-from deface_ts.removal.cavity import CavityError, brain_side, enclosed_voxels
+from deface_ts.removal.cavity import brain_side, enclosed_voxels
 from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
@@ -94,6 +94,11 @@ class RemovalPlan:
 def view_spacing(ct: Volume, view: AnatomicalView) -> np.ndarray:
     """Voxel size (mm) along the view's superior, anterior and left axes."""
     return np.array([ct.spacing[a] for a in view.axes])
+
+
+def _eye_centres(location: FaceLocation) -> dict[str, list[float]]:
+    """The report's eye landmarks: "side:source" -> LPS centre (mm)."""
+    return {f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes}
 
 
 def _index_at_or_above(coordinates: np.ndarray, value: float) -> int:
@@ -174,14 +179,9 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         if config.kind == "upper":
             inside = inside & (slab == 5)
         slab[inside] = 0
-    landmarks = Landmarks(
-        eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
-        cut_plane_anterior_mm=round(float(a_mid - config.plane_offset_mm), 2),
-        inferior_eye_mm=round(float(s[s_inf]), 2),
-        superior_eye_mm=round(float(s[s_sup]), 2),
-        lower_limit_mm=round(float(s[lower]) if lower < len(s) else float(s[-1]), 2),
-        chin_found=chin_found,
-    )
+    landmarks = Landmarks(_eye_centres(location), round(float(a_mid - config.plane_offset_mm), 2),
+                          round(float(s[s_inf]), 2), round(float(s[s_sup]), 2),
+                          round(float(s[lower]) if lower < len(s) else float(s[-1]), 2), chin_found)
     brain_ct = np.ascontiguousarray(view.unview(brain)) if brain is not None else None
     return region, landmarks, brain_ct
 
@@ -236,7 +236,7 @@ def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, confi
         rule, brain = _keep_cranial_cavity(ct, body, rule, config, location)
     superior = ct.index_to_lps(idx[:: max(1, len(idx) // 20000)]) @ SUPERIOR
     landmarks = Landmarks(
-        eye_centres_mm={f"{e.side}:{e.source}": [round(float(v), 2) for v in e.centre_mm] for e in location.eyes},
+        eye_centres_mm=_eye_centres(location),
         cut_plane_anterior_mm=None, inferior_eye_mm=None, superior_eye_mm=None,
         lower_limit_mm=round(float(superior.min()), 2), chin_found=False,
     )

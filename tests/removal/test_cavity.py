@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from deface_ts.config import EyesConfig, load_config
+from deface_ts.errors import CavityError
 from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import ANTERIOR, Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.eyes import RoiEyeLocator
-from deface_ts.removal.cavity import CavityError
 from deface_ts.removal.plan import check_brain_side, plan_removal
 
 
