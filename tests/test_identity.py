@@ -137,25 +137,3 @@ def test_threshold_is_the_documented_calibration():
     assert summary["same_person"]["max"] < summary["different_person"]["max"] <= summary["threshold"]
     assert summary["defacings"]["full"]["distance"]["min"] >= summary["threshold"]
     assert f"{summary['threshold']:.2f}" in (DOCS / "verification.md").read_text()
-
-
-def test_descriptor_of_the_cut_chip_is_dlibs_own_descriptor_in_the_worker_too(subjects):
-    """The chip cut here and embedded in the forked worker gives, bit for bit, the descriptor dlib computes
-    when it aligns the face itself (the calibrated path): the speed-up cannot move a distance."""
-    import dlib
-
-    ct, _, _ = subjects["phantom_HFS"]
-    views = render_views(ct, (0.0, 30.0, -30.0))
-    boxes = rule.face_boxes(views, faces.faces_in_views(views, list(faces.VERIFY_DETECTORS)), None)
-    assert boxes
-    predictor = dlib.shape_predictor(str(faces._face_models_file("shape_predictor_5_face_landmarks.dat")))
-    network = dlib.face_recognition_model_v1(
-        str(faces._face_models_file("dlib_face_recognition_resnet_model_v1.dat")))
-    with identity.embedding_worker() as worker:
-        in_worker = rule.start_descriptors(worker, views, boxes).result()
-    for angle, box in boxes.items():
-        image = np.ascontiguousarray(views[angle].image)
-        rect = dlib.rectangle(*(round(v) for v in (box.box[0], box.box[1], box.box[2] - 1, box.box[3] - 1)))
-        own = np.asarray(network.compute_face_descriptor(image, predictor(image, rect)))
-        assert np.array_equal(in_worker[angle], own), angle
-        assert np.array_equal(identity.descriptor(views[angle], box), own), angle

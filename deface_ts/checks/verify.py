@@ -160,32 +160,32 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
                        eyes_mm: np.ndarray | None):
     """Renders, detections and the identity verdict; native work overlapped where it is safe.
 
-    The detectors read the original's views while the written CT is rendered, then the
-    defaced views; dlib's network embeds each CT's views in its own process as soon as
-    their face boxes are known (it holds the GIL, so a thread would only take turns with
-    the detectors). No detector or model object is used by two threads at once.
+    The detectors read the original's views, and dlib embeds them, while the written CT is
+    rendered; the defaced views are searched while dlib embeds them. Only part of this runs
+    side by side: mtcnn's OpenCV nets release the GIL, but dlib's ResNet holds it for each
+    whole descriptor and VTK for most of a render (benchmarks/README.md, "identity check").
+    No detector or model object is used by two threads at once.
     """
     from deface_ts.vision import faces
-    from deface_ts.vision.identity import embedding_worker
     from deface_ts.vision.render import render_views
 
     options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
                    margin_mm=config.strip_margin_mm)
-    with embedding_worker() as embedder, ThreadPoolExecutor(1) as pool:
-        before_renders = render_views(before, tuple(config.angles), **options)
+    before_renders = render_views(before, tuple(config.angles), **options)
 
-        def look_at_original():
-            seen = faces.faces_in_views(before_renders, detectors)
-            boxes = identity.face_boxes(before_renders, seen, eyes_mm)
-            return seen, boxes, identity.start_descriptors(embedder, before_renders, boxes)
+    def look_at_original():
+        seen = faces.faces_in_views(before_renders, detectors)
+        boxes = identity.face_boxes(before_renders, seen, eyes_mm)
+        return seen, boxes, identity.descriptors(before_renders, boxes)
 
+    with ThreadPoolExecutor(1) as pool:
         looking = pool.submit(look_at_original)
         after_renders = render_views(after, frame=before_renders, **options)
         seen_before, boxes, described_before = looking.result()
-        described_after = identity.start_descriptors(embedder, after_renders, boxes)
+        embedding = pool.submit(identity.descriptors, after_renders, boxes)
         seen_after = faces.faces_in_views(after_renders, detectors)
-        judged = identity.judge(boxes, described_before.result(), described_after.result(),
-                                config.identity_threshold, eyes_mm)
+        described_after = embedding.result()
+    judged = identity.judge(boxes, described_before, described_after, config.identity_threshold, eyes_mm)
     return before_renders, after_renders, seen_before, seen_after, judged
 
 

@@ -15,13 +15,9 @@ L2 distance is what dlib calibrated (0.6 separates people in LFW photographs).
 
 from __future__ import annotations
 
-import multiprocessing
-from collections.abc import Hashable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TypeVar
 
 import numpy as np
 
@@ -38,8 +34,6 @@ EMBED_BOX_ORDER = ("dlib_hog", "mtcnn", "mediapipe", "haar")
 #: top 0.73 ± 0.17 eye distances above the eyes, centre offset -0.02 ± 0.10).
 LANDMARK_BOX_WIDTH = 2.09
 LANDMARK_BOX_TOP = 0.73
-
-Key = TypeVar("Key", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -96,76 +90,26 @@ def box_from_landmarks(render: Render, eyes_lps: np.ndarray) -> FaceBox | None:
 
 
 @cache
-def _predictor():
-    """This module's own 5-point predictor: verification aligns faces in one thread while dlib's HOG
+def _models():
+    """This module's own 5-point predictor and ResNet: verification embeds in one thread while dlib's HOG
     detector (which runs `faces`' predictor for its landmarks) searches another view in the next."""
     import dlib
 
-    return dlib.shape_predictor(str(_weights("shape_predictor_5_face_landmarks.dat")))
-
-
-@cache
-def _network():
-    import dlib
-
-    return dlib.face_recognition_model_v1(str(_weights("dlib_face_recognition_resnet_model_v1.dat")))
-
-
-def _weights(name: str):
-    path = faces._face_models_file(name)
-    if path is None:
+    predictor, network = (faces._face_models_file(name) for name in
+                          ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat"))
+    if predictor is None or network is None:
         raise RuntimeError("dlib's face recognition weights are missing (pip install face-recognition-models)")
-    return path
-
-
-def chip(render: Render, box: FaceBox) -> np.ndarray:
-    """The 150x150 face chip dlib's ResNet reads: the face inside ``box`` aligned by the 5-point predictor.
-
-    Size and padding (0.25) are what ``compute_face_descriptor(image, shape)`` uses when it cuts the chip
-    itself, so a chip's descriptor is that call's descriptor bit for bit (tests/test_identity.py); cutting it
-    here lets the network run elsewhere on 67 kB instead of the whole render.
-    """
-    import dlib
-
-    image = np.ascontiguousarray(render.image, dtype=np.uint8)
-    rect = dlib.rectangle(*(round(v) for v in (box.box[0], box.box[1], box.box[2] - 1, box.box[3] - 1)))
-    return dlib.get_face_chip(image, _predictor()(image, rect), size=150, padding=0.25)
-
-
-def chip_descriptors(chips: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
-    """dlib's 128-d descriptor of each chip, one network pass each (no jitter, as calibrated)."""
-    keys = list(chips)
-    vectors = _network().compute_face_descriptor([chips[k] for k in keys]) if keys else []
-    return {key: np.asarray(vector, dtype=np.float64) for key, vector in zip(keys, vectors)}
+    return dlib.shape_predictor(str(predictor)), dlib.face_recognition_model_v1(str(network))
 
 
 def descriptor(render: Render, box: FaceBox) -> np.ndarray:
     """dlib's 128-d descriptor of the face inside ``box`` on ``render`` (aligned by the 5-point predictor)."""
-    return chip_descriptors({0: chip(render, box)})[0]
+    import dlib
 
-
-def warm() -> None:
-    """Load the network (in a worker: before the first chip arrives)."""
-    _network()
-
-
-@contextmanager
-def embedding_worker() -> Iterator[Executor]:
-    """Where `chip_descriptors` runs beside the detectors: a process forked from this one.
-
-    dlib's ResNet holds the GIL for each descriptor (~0.08 s of CPU), so in a thread it
-    runs in turn with the detectors' and VTK's Python, not beside them
-    (benchmarks/README.md). The fork happens here, before the caller starts threads of
-    its own, and the child inherits the loaded weights; it only ever runs the network.
-    Where fork does not exist, a thread.
-    """
-    if "fork" not in multiprocessing.get_all_start_methods():
-        with ThreadPoolExecutor(1) as pool:
-            yield pool
-        return
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        pool.submit(warm)  # forks now: ProcessPoolExecutor starts its fork workers on the first submit
-        yield pool
+    predictor, network = _models()
+    image = np.ascontiguousarray(render.image, dtype=np.uint8)
+    rect = dlib.rectangle(*(round(v) for v in (box.box[0], box.box[1], box.box[2] - 1, box.box[3] - 1)))
+    return np.asarray(network.compute_face_descriptor(image, predictor(image, rect)), dtype=np.float64)
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:
