@@ -5,9 +5,16 @@ Times, in one warm process (models loaded before timing, CT in memory, VTK rende
 * ``verify with identity``: `visual_check` as the pipeline runs it (renders, detectors, identity);
 * ``verify without identity``: the same renders and detectors in the same overlap, without the identity
   step (the flow before issue 14);
-* ``identity alone``: face boxes and dlib's descriptors of both CTs' five views, serially, nothing overlapped.
+* ``identity alone``: face boxes and dlib's descriptors of the three judged views of both CTs, serially in
+  this process, nothing overlapped.
 
-The difference of the first two is what a case pays; the third is the work that overlap hides.
+``a Python thread beside the descriptors`` says whether overlap can hide them: how far a pure-Python loop in
+a second thread gets while this thread computes three descriptors, against the same loop alone for as long
+(100 %: the GIL is released throughout; near 0 %: it is held, and a thread beside dlib only takes turns).
+
+Each figure is a median over alternated runs; ``identity adds`` is the median of the paired differences
+(with minus without, run next to each other), and beside it the CPU seconds the identity adds (this process
+and any child process it joined), which do not grow when other jobs share the cores.
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_identity.py [WORKDIR] [--repeat 5]
 """
@@ -18,6 +25,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +70,30 @@ def identity_alone(before, after, config, eyes_mm, detectors) -> tuple[float, fl
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def python_share_beside(work) -> float:
+    """A counting Python thread's progress while ``work`` runs, as a fraction of its progress alone as long."""
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    def counted(seconds: float | None) -> tuple[int, float]:
+        count[0] = 0
+        stop.clear()
+        thread = threading.Thread(target=spin)
+        start = time.perf_counter()
+        thread.start()
+        work() if seconds is None else time.sleep(seconds)
+        stop.set()
+        thread.join()
+        return count[0], time.perf_counter() - start
+
+    beside, seconds = counted(None)
+    alone, _ = counted(seconds)
+    return beside / max(alone, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdir", nargs="?", type=Path, default=Path(tempfile.gettempdir()) / "deface-ts-bench")
@@ -80,25 +112,42 @@ def main() -> None:
     faces.detect(np.zeros((64, 64, 3), np.uint8), detectors)  # models load once per process, not per case
     identity.descriptor(render_views(ct, (0.0,))[0.0], identity.FaceBox((0, 0, 64, 64), "warm-up"))
     timings: dict[str, list[float]] = {"verify with identity": [], "verify without identity": [],
-                                       "identity alone": [], "identity alone, CPU time": []}
+                                       "identity alone": [], "identity alone, CPU time": [],
+                                       "verify with identity, CPU time": [], "verify without identity, CPU time": []}
     for _ in range(args.repeat):  # alternated, so a slow spell of the shared machine hits both
-        start = time.perf_counter()
-        visual_check(ct, after, config.verify, args.workdir / "failed", eyes_mm)
-        timings["verify with identity"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        without_identity(ct, after, config.verify, detectors)
-        timings["verify without identity"].append(time.perf_counter() - start)
+        for name, run in (("verify with identity",
+                           lambda: visual_check(ct, after, config.verify, args.workdir / "failed", eyes_mm)),
+                          ("verify without identity", lambda: without_identity(ct, after, config.verify, detectors))):
+            start, cpu = time.perf_counter(), cpu_seconds()
+            run()
+            timings[name].append(time.perf_counter() - start)
+            timings[f"{name}, CPU time"].append(cpu_seconds() - cpu)
         wall, cpu = identity_alone(ct, after, config.verify, eyes_mm, detectors)
         timings["identity alone"].append(wall)
         timings["identity alone, CPU time"].append(cpu)
+    view = render_views(ct, (0.0,))[0.0]
+    box = identity.box_from_detections(faces.faces_in_views({0.0: view}, detectors)[0.0])
+    assert box is not None, "no detector found the phantom's face in the frontal view"
+    shares = [python_share_beside(lambda: [identity.descriptor(view, box) for _ in range(3)]) for _ in range(3)]
     medians = {name: float(np.median(values)) for name, values in timings.items()}
     print(f"CT {ct.shape} at {np.round(ct.spacing, 2).tolist()} mm, {len(config.verify.angles)} views, "
           f"detectors {', '.join(detectors)}; medians of {args.repeat}")
     for name, value in medians.items():
         print(f"  {name}: {value:.2f} s  (runs {', '.join(f'{v:.2f}' for v in timings[name])})")
-    added = medians["verify with identity"] - medians["verify without identity"]
-    print(f"  identity adds {added:.2f} s per case (target <= {TARGET_S} s); load average at the end "
+    print(f"  a Python thread beside the descriptors: {np.median(shares):.0%} of its speed alone "
+          f"(runs {', '.join(f'{v:.0%}' for v in shares)})")
+    added = np.median(np.subtract(timings["verify with identity"], timings["verify without identity"]))
+    cpu_added = np.median(np.subtract(timings["verify with identity, CPU time"],
+                                      timings["verify without identity, CPU time"]))
+    print(f"  identity adds {added:.2f} s per case (median of paired differences; target <= {TARGET_S} s), "
+          f"{cpu_added:.2f} s of CPU; load average at the end "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its joined children (a worker process, where one is tried)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 if __name__ == "__main__":

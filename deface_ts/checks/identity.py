@@ -76,7 +76,7 @@ def face_boxes(before: dict[float, Render], seen_before: dict,
 
 
 def descriptors(renders: dict[float, Render], boxes: dict[float, identity.FaceBox]) -> dict[float, np.ndarray]:
-    """dlib's descriptor of each view at its box (dlib releases the GIL: callers run this beside a detector)."""
+    """dlib's descriptor of each view at its box (~0.08 s of CPU each, holding the GIL throughout)."""
     return {angle: identity.descriptor(renders[angle], box) for angle, box in boxes.items()}
 
 

@@ -161,8 +161,10 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
     """Renders, detections and the identity verdict; native work overlapped where it is safe.
 
     The detectors read the original's views, and dlib embeds them, while the written CT is
-    rendered (their native code and VTK's run side by side); the defaced views are searched
-    while dlib embeds them. No detector or model object is used by two threads at once.
+    rendered; the defaced views are searched while dlib embeds them. Only part of this runs
+    side by side: mtcnn's OpenCV nets release the GIL, but dlib's ResNet holds it for each
+    whole descriptor and VTK for most of a render (benchmarks/README.md, "identity check").
+    No detector or model object is used by two threads at once.
     """
     from deface_ts.vision import faces
     from deface_ts.vision.render import render_views
