@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.locate.base import FaceLocation, anterior_pole
 from deface_ts.removal.plan import RemovalPlan
+from deface_ts.vision.cameras import Render
 
 NO_FACE_BEFORE = "no face visible before defacing"
 FACE_DETECTED = "face visible after defacing"
@@ -102,7 +104,7 @@ def verify_detectors(config: VerifyConfig) -> list[str]:
     from deface_ts.vision import faces
 
     available = faces.available_detectors()
-    wanted = list(config.detectors) or [d for d in faces.VERIFY_DETECTORS if d in available]
+    wanted: list[str] = list(config.detectors) or [d for d in faces.VERIFY_DETECTORS if d in available]
     missing = [d for d in wanted if d not in available]
     usable = [d for d in wanted if d in available]
     if missing or len(usable) < config.min_detectors:
@@ -169,9 +171,11 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
     from deface_ts.vision import faces
     from deface_ts.vision.render import render_views
 
-    options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
-                   margin_mm=config.strip_margin_mm)
-    before_renders = render_views(before, tuple(config.angles), **options)
+    def render(ct: Volume, **camera: Any) -> dict[float, Render]:
+        return render_views(ct, backend=config.backend, threshold_hu=config.skin_hu,
+                            opening_mm=config.strip_opening_mm, margin_mm=config.strip_margin_mm, **camera)
+
+    before_renders = render(before, angles=tuple(config.angles))
 
     def look_at_original():
         seen = faces.faces_in_views(before_renders, detectors)
@@ -180,7 +184,7 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
 
     with ThreadPoolExecutor(1) as pool:
         looking = pool.submit(look_at_original)
-        after_renders = render_views(after, frame=before_renders, **options)
+        after_renders = render(after, frame=before_renders)
         seen_before, boxes, described_before = looking.result()
         embedding = pool.submit(identity.descriptors, after_renders, boxes)
         seen_after = faces.faces_in_views(after_renders, detectors)
