@@ -54,6 +54,7 @@ class HeaderDeidentifier:
     malformed_dates: list[str] = field(default_factory=list)
     private_removed: int = 0
     defaced: bool = False
+    parsed: dict = field(default_factory=dict)  # raw sequences parsed once, shared with the collection
     _sequences: dict = field(default_factory=dict)
     _values: dict = field(default_factory=dict)
     _marks: dict = field(default_factory=dict)
@@ -142,7 +143,7 @@ class HeaderDeidentifier:
                 return self._sequences[key]
         name = keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
         items, changed = [], False
-        for n, item in enumerate(sequence_items(ds, tag)):
+        for n, item in enumerate(sequence_items(ds, tag, self.parsed)):
             new, item_changed = self._walk(item, f"{path}{name}[{n}].")
             items.append(new)
             changed |= item_changed

@@ -30,6 +30,10 @@ _TEXT_KEYWORDS = (
 )
 _TEXT_TAGS = {tag_for_keyword(k): k for k in _TEXT_KEYWORDS if tag_for_keyword(k) is not None}
 _UID_CHARS = re.compile(rb"[0-9.]+")
+# The VRs whose values are collected whatever the attribute; other values only for the keywords above.
+_VALUE_VRS = frozenset(("PN", "DA", "DT", "UI"))
+# Looked at before the value is touched: a UN may read as one of these or as a sequence.
+_COLLECTED_VRS = _VALUE_VRS | {"SQ", "UN"}
 
 
 @dataclass
@@ -127,31 +131,40 @@ def _word_class(char: int) -> bytes:
     return _DIGIT_BYTES if chr(char).isdigit() else _LETTER_BYTES if chr(char).isalpha() else b""
 
 
-def collect(datasets: list[Dataset], table: ActionTable) -> Identifiers:
-    """Every identifying value of ``datasets`` at every depth (private elements are removed, not collected)."""
+def collect(datasets: list[Dataset], table: ActionTable, parsed: dict | None = None) -> Identifiers:
+    """Every identifying value of ``datasets`` at every depth (private elements are removed, not collected).
+
+    ``parsed``: raw sequences parsed here are kept there for the transform (see
+    :func:`deface_ts.io.dicom.uids.sequence_items`).
+    """
     found = Identifiers()
     seen: set = set()  # raw values already read: the slices of a CT series repeat most of their header
     for ds in datasets:
-        _collect(ds, table, found, seen)
+        _collect(ds, table, found, seen, parsed)
     return found
 
 
-def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set) -> None:
+def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set, parsed: dict | None) -> None:
     for tag, raw in ds.items():
         if tag.is_private:
+            continue
+        # The VR before the value: keying a CT slice's pixel data by its bytes hashed 512 kB per slice.
+        vr = raw.VR or _vr(tag)
+        keyword = _TEXT_TAGS.get(tag)
+        if vr not in _COLLECTED_VRS and keyword is None:
             continue
         if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
             key = (int(tag), raw.value)
             if key in seen:
                 continue
             seen.add(key)
-        vr = raw.VR or _vr(tag)
-        if vr == "SQ" or (vr == "UN" and ds[tag].VR == "SQ"):
-            for item in sequence_items(ds, tag):
-                _collect(item, table, found, seen)
+        if vr == "UN":  # pydicom reads a UN of a known tag with the dictionary's VR (a sequence, a name...)
+            vr = ds[tag].VR
+        if vr == "SQ":
+            for item in sequence_items(ds, tag, parsed):
+                _collect(item, table, found, seen, parsed)
             continue
-        keyword = _TEXT_TAGS.get(tag)
-        if vr not in ("PN", "DA", "DT", "UI") and keyword is None:
+        if vr not in _VALUE_VRS and keyword is None:
             continue
         element = ds[tag]
         values = [str(v) for v in (element.value if element.VM > 1 else [element.value]) if v not in (None, "")]

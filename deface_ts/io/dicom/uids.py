@@ -51,17 +51,26 @@ def same_encoding(new: Dataset, like: Dataset) -> Dataset:
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
-def sequence_items(ds: Dataset, tag) -> Sequence:
+def sequence_items(ds: Dataset, tag, parsed: dict | None = None) -> Sequence:
     """The items of a sequence element, parsed aside when it is still raw.
 
     The original dataset keeps its raw element: fewer live objects, and a copy
     that is written unchanged writes the raw bytes as read instead of encoding
-    every item again.
+    every item again. With ``parsed``, a raw value is parsed once for all who
+    read it (the items must then not be changed): header de-identification reads
+    an RTSTRUCT's sequences to collect identifiers and again to transform them,
+    and parsing its thousands of contour items was most of the time of both.
     """
     raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement):
+    if not isinstance(raw, RawDataElement):
+        return ds[tag].value or Sequence()
+    if parsed is None:
         return convert_raw_data_element(raw, encoding=ds._character_set, ds=ds).value
-    return ds[tag].value or Sequence()
+    encoding = ds._character_set
+    key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian, str(encoding))
+    if key not in parsed:
+        parsed[key] = convert_raw_data_element(raw, encoding=encoding, ds=ds).value
+    return parsed[key]
 
 
 class UidMap:
