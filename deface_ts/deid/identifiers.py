@@ -113,13 +113,50 @@ def _bounded_find(data: bytes, token: bytes, before: bytes, after: bytes) -> boo
     not "0.12345". bytes.find runs at memory speed, where one regular expression
     of every value did not.
     """
-    start = data.find(token)
-    while start >= 0:
+    for start in _occurrences(data, token):
         end = start + len(token)
         if (start == 0 or data[start - 1] not in before) and (end == len(data) or data[end] not in after):
             return True
-        start = data.find(token, start + 1)
     return False
+
+
+# Lower-case letters from the most to the least frequent in English text, and the bytes bulk numeric values
+# (ContourData, DS/IS strings) are made of: a letter late in the first is rare in any DICOM file.
+_LETTER_ORDER = b"etaoinsrhldcumfpgwybvkxjqz"
+_NUMERIC_TEXT = frozenset(b"0123456789.+-eE \\")
+
+
+def _anchor(token: bytes) -> int | None:
+    """The index of the byte of ``token`` to look for first: its rarest letter, else any byte that no
+    numeric string holds; None when the token is itself numeric-looking (then searched whole)."""
+    letters = [i for i, c in enumerate(token) if c in _LETTER_ORDER]
+    if letters:
+        return max(letters, key=lambda i: _LETTER_ORDER.index(token[i]))
+    return next((i for i, c in enumerate(token) if c not in _NUMERIC_TEXT), None)
+
+
+def _occurrences(data: bytes, token: bytes):
+    """Every start of ``token`` in ``data``, in order.
+
+    A search for a multi-byte token runs at ~1.5 GB/s, a search for one byte at
+    memory speed: an RTSTRUCT's megabytes of ContourData (digits, dots,
+    backslashes) hold few letters, so the token's rarest letter is found first
+    and the token is compared only there. Every occurrence holds that byte at the
+    same offset, so none is missed.
+    """
+    anchor = _anchor(token) if len(token) > 1 else None
+    if anchor is None:
+        start = data.find(token)
+        while start >= 0:
+            yield start
+            start = data.find(token, start + 1)
+        return
+    byte = token[anchor:anchor + 1]
+    found = data.find(byte, anchor)
+    while found >= 0:
+        if data.startswith(token, found - anchor):
+            yield found - anchor
+        found = data.find(byte, found + 1)
 
 
 _DIGIT_BYTES = b"0123456789"
