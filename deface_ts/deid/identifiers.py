@@ -46,6 +46,7 @@ class Identifiers:
     too_short: set[str] = field(default_factory=set)  # kinds with a value too short to search
     _tokens: list[tuple[bytes, str]] | None = None
     _uid_prefixes: list[bytes] | None = None
+    _contains: dict[str, bool] = field(default_factory=dict)
 
     def add(self, value: str, kind: str) -> None:
         value = " ".join(str(value).split()).lower()
@@ -61,6 +62,7 @@ class Identifiers:
         else:
             self.text.setdefault(value, kind)
         self._tokens = None
+        self._contains.clear()
 
     def find(self, data: bytes) -> str | None:
         """The kind of the first identifier found in ``data`` (case-insensitive), else None."""
@@ -94,7 +96,10 @@ class Identifiers:
         return False
 
     def contains(self, text: str) -> bool:
-        return self.find(text.encode("utf-8")) is not None
+        """Remembered per text until an identifier is added: every CT slice repeats its descriptions."""
+        if text not in self._contains:
+            self._contains[text] = self.find(text.encode("utf-8")) is not None
+        return self._contains[text]
 
     @property
     def tokens(self) -> list[tuple[bytes, str]]:
