@@ -7,7 +7,7 @@
   per-dataset transform, echo scan) timed inside the same runs.
 
 Runs alternate so both sides see the same page cache and machine load; medians of REPEATS.
-Run: .venv/bin/python benchmarks/bench_deid.py [WORKDIR]
+Run: .venv/bin/python benchmarks/bench_deid.py [WORKDIR]   (BENCH_REPEATS=N for more runs)
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from deface_ts.deid.headers import HeaderDeidentifier  # noqa: E402
 from deface_ts.deid.study import deidentify_folder  # noqa: E402
 from deface_ts.pipeline import deface  # noqa: E402
 
-REPEATS = 3
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
 def timed(function, *args, **kwargs) -> tuple[float, object]:
@@ -55,6 +55,11 @@ def fresh(path: Path) -> Path:
     return path
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: on a shared machine the figures mean little without them."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -73,6 +78,7 @@ def main() -> None:
     for _ in range(REPEATS):
         floors.append(timed(floor, files, work / "floor-out")[0])
         deids.append(timed(deidentify_folder, study, fresh(work / "deid-out"), deid_config)[0])
+    print(f"load average {load()}")
     print(f"floor (pydicom read + write)      {median(floors):6.2f} s")
     print(f"deface-ts deid                    {median(deids):6.2f} s   ratio {median(deids) / median(floors):.2f} "
           "(target <= 1.5)")
@@ -93,7 +99,7 @@ def main() -> None:
     own = [sum(p.values()) for p in parts]
     print(f"  de-identification's own time    {median(own):6.2f} s   {100 * median(own) / median(off):.1f} % of deface "
           f"({', '.join(f'{k} {median([p[k] for p in parts]):.2f}' for k in parts[0])})")
-    print(f"machine: {os.cpu_count()} CPUs")
+    print(f"machine: {os.cpu_count()} CPUs; load average {load()}")
 
 
 @contextlib.contextmanager
