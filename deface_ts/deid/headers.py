@@ -209,11 +209,12 @@ class HeaderDeidentifier:
 
     def _file_meta(self, meta: FileMetaDataset, ds: Dataset) -> FileMetaDataset:
         out = FileMetaDataset()
-        for element in meta:
-            if element.tag in _FILE_META_KEPT:
-                out.add(element)
+        for tag in _FILE_META_KEPT:
+            element = meta.get_item(tag)  # as read: converting the values was a fifth of a CT slice's time
+            if element is not None:
+                out[tag] = element
         if "SOPInstanceUID" in ds:
-            out.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            out[0x00020003] = DataElement(0x00020003, "UI", ds.SOPInstanceUID)  # MediaStorageSOPInstanceUID
         return out
 
     def _mark(self, ds: Dataset) -> None:

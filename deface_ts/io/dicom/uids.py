@@ -29,10 +29,9 @@ def shallow_copy(ds: Dataset) -> Dataset:
     """
     out = object.__new__(type(ds))
     out.__dict__.update(ds.__dict__, _dict=dict(ds._dict), _private_blocks={})
-    if hasattr(ds, "file_meta"):
-        out.file_meta = FileMetaDataset()
-        for element in ds.file_meta:
-            out.file_meta.add(element)
+    if isinstance(ds.__dict__.get("file_meta"), FileMetaDataset):
+        # Copied the same way: iterating the file meta converted every element of it, once per CT slice.
+        out.__dict__["file_meta"] = shallow_copy(ds.file_meta)
     return out
 
 
