@@ -24,6 +24,7 @@ from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
 from deface_ts.io.dicom.uids import (
     UidMap,
+    encode_element,
     encode_sequence,
     sequence_items,
     shallow_copy,
@@ -109,7 +110,10 @@ class HeaderDeidentifier:
             return self._element(ds, tag, vr, action, path)
         key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian)
         if key not in self._values:
-            self._values[key] = self._element(ds, tag, vr, action, path)
+            new = self._element(ds, tag, vr, action, path)
+            if isinstance(new, DataElement) and new.VR != "SQ" and _ascii(new.value):
+                new = encode_element(new, raw)  # encoded once, then written as bytes into every CT slice
+            self._values[key] = new
         return self._values[key]
 
     def _element(self, ds: Dataset, tag, vr: str, action: str, path: str):
@@ -256,6 +260,12 @@ def _map_uids(element: DataElement, new):
     if mapped == values:
         return _UNCHANGED
     return DataElement(element.tag, "UI", mapped if element.VM > 1 else mapped[0])
+
+
+def _ascii(value) -> bool:
+    """Whether ``value`` is encoded the same in every character set a dataset may declare."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return all(v is None or isinstance(v, (int, float)) or (isinstance(v, str) and v.isascii()) for v in values)
 
 
 def _vr(tag) -> str:

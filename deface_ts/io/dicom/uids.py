@@ -6,14 +6,15 @@ import hashlib
 import hmac
 import secrets
 
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_sequence
+from pydicom.filewriter import write_data_element, write_sequence
 from pydicom.sequence import Sequence
-from pydicom.charset import default_encoding
 from pydicom.uid import generate_uid
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 
 def shallow_copy(ds: Dataset) -> Dataset:
@@ -162,6 +163,17 @@ def encode_sequence(raw: RawDataElement, items: list[Dataset], charset: str | li
     write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
     value = fp.getvalue()
     return raw._replace(VR="SQ", length=len(value), value=value)
+
+
+def encode_element(element: DataElement, like: RawDataElement) -> RawDataElement:
+    """``element`` as the raw element pydicom itself would write, in ``like``'s encoding (implicit or explicit
+    VR, byte order); for values whose bytes do not depend on the character set (ASCII)."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = like.is_implicit_VR, like.is_little_endian
+    write_data_element(fp, element)
+    encoded = fp.getvalue()
+    header = 8 if like.is_implicit_VR or element.VR not in EXPLICIT_VR_LENGTH_32 else 12
+    return like._replace(tag=element.tag, VR=element.VR, length=len(encoded) - header, value=encoded[header:])
 
 
 def _dictionary_vr(tag) -> str | None:
