@@ -7,7 +7,7 @@
   per-dataset transform, echo scan) timed inside the same runs.
 
 Runs alternate so both sides see the same page cache and machine load; medians of REPEATS.
-Run: .venv/bin/python benchmarks/bench_deid.py [WORKDIR]
+Run: .venv/bin/python benchmarks/bench_deid.py [WORKDIR]   (BENCH_REPEATS=N for more runs)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pydicom
+from pydicom import config as pydicom_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import phantom  # noqa: E402
@@ -29,10 +30,10 @@ from common import phantom  # noqa: E402
 from deface_ts.config import DeidConfig, load_config  # noqa: E402
 from deface_ts.deid import session  # noqa: E402
 from deface_ts.deid.headers import HeaderDeidentifier  # noqa: E402
-from deface_ts.deid.study import deidentify_folder  # noqa: E402
+from deface_ts.deid.study import deidentify_folder, output_names, read_folder  # noqa: E402
 from deface_ts.pipeline import deface  # noqa: E402
 
-REPEATS = 3
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
 
 def timed(function, *args, **kwargs) -> tuple[float, object]:
@@ -55,6 +56,11 @@ def fresh(path: Path) -> Path:
     return path
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: on a shared machine the figures mean little without them."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -73,9 +79,12 @@ def main() -> None:
     for _ in range(REPEATS):
         floors.append(timed(floor, files, work / "floor-out")[0])
         deids.append(timed(deidentify_folder, study, fresh(work / "deid-out"), deid_config)[0])
+    print(f"load average {load()}")
     print(f"floor (pydicom read + write)      {median(floors):6.2f} s")
     print(f"deface-ts deid                    {median(deids):6.2f} s   ratio {median(deids) / median(floors):.2f} "
           "(target <= 1.5)")
+
+    where_the_time_goes(study, files, work, deid_config)
 
     on_config = load_config(overrides={"deid.key_file": str(key)})
     off_config = load_config(overrides={"deid.profile": "off"})
@@ -93,7 +102,40 @@ def main() -> None:
     own = [sum(p.values()) for p in parts]
     print(f"  de-identification's own time    {median(own):6.2f} s   {100 * median(own) / median(off):.1f} % of deface "
           f"({', '.join(f'{k} {median([p[k] for p in parts]):.2f}' for k in parts[0])})")
-    print(f"machine: {os.cpu_count()} CPUs")
+    print(f"machine: {os.cpu_count()} CPUs; load average {load()}")
+
+
+def charge(row: dict[str, float], name: str, function, *args, **kwargs):
+    """Call ``function`` and add its CPU seconds to ``row[name]``."""
+    start = time.process_time()
+    result = function(*args, **kwargs)
+    row[name] = row.get(name, 0.0) + time.process_time() - start
+    return result
+
+
+def where_the_time_goes(study: Path, files: list[Path], work: Path, config: DeidConfig) -> None:
+    """CPU seconds (process time: less swayed by other users' jobs than wall time) of each part of `deid`, done
+    by hand as deidentify_folder does it, beside the floor's read and write; medians of REPEATS."""
+    rows: list[dict[str, float]] = []
+    for _ in range(REPEATS):
+        row: dict[str, float] = {}
+        gc.collect()
+        datasets = [ds for _, ds in charge(row, "read", read_folder, study)]
+        deid = charge(row, "prepare (collect identifiers)", session.prepare, datasets, config)
+        out = fresh(work / "parts-out")
+        out.mkdir()
+        with pydicom_config.disable_value_validation():
+            for ds, name in zip(datasets, output_names(datasets)):
+                new = charge(row, "transform", deid.dataset, ds)
+                charge(row, "write", new.save_as, out / name, enforce_file_format=True)
+        charge(row, "echo scan", session.check_output, out, deid)
+        read = charge(row, "floor read", lambda: [pydicom.dcmread(path) for path in files])
+        floor_out = fresh(work / "floor-out")
+        floor_out.mkdir()
+        for n, ds in enumerate(read):
+            charge(row, "floor write", ds.save_as, floor_out / f"{n}.dcm")
+        rows.append(row)
+    print("  CPU seconds, deid: " + ", ".join(f"{k} {median([r[k] for r in rows]):.3f}" for k in rows[0]))
 
 
 @contextlib.contextmanager

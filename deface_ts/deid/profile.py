@@ -83,7 +83,7 @@ class Profile:
 
     def action(self, tag: int, vr: str) -> str:
         """The action for one element (public tags; private tags are always removed)."""
-        key = (tag, vr)
+        key = (int(tag), vr)  # an int: a pydicom tag compares in Python, and this runs for every element
         if key not in self._cache:
             self._cache[key] = self._action(tag, vr)
         return self._cache[key]

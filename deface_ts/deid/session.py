@@ -37,14 +37,15 @@ def prepare(datasets: list[Dataset], config: DeidConfig, patient_id: str | None 
         raise InputError(f"{where}: objects of {len(patients)} different PatientIDs; de-identification keys "
                          "dates and pseudonym per patient, so one run takes one patient")
     key = load_key(config.key_file)
-    identifiers = collect(datasets, profile.table)
+    parsed: dict = {}
+    identifiers = collect(datasets, profile.table, parsed)
     pseudonym = patient_id if patient_id is not None else key.pseudonym(patients[0])
     if not pseudonym.strip() or identifiers.contains(pseudonym):
         raise ConfigError(f"patient ID {pseudonym!r}: empty, or holds an identifier of the patient it replaces")
     uids = key.uid_map()
     for uid in sorted(identifiers.uids):  # every original UID is mapped, wherever it appears
         uids.new(uid)
-    return HeaderDeidentifier(profile, key, patients[0], pseudonym, identifiers, uids, defaced=defaced)
+    return HeaderDeidentifier(profile, key, patients[0], pseudonym, identifiers, uids, defaced=defaced, parsed=parsed)
 
 
 def check_output(folder: Path, deid: HeaderDeidentifier) -> None:

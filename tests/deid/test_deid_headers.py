@@ -275,3 +275,30 @@ def test_plastimatch_reads_deid_set(phi, deid_run, tmp_path):
     assert np.array_equal(nifti.load(tmp_path / "in_dose.nii.gz").array, nifti.load(tmp_path / "out_dose.nii.gz").array)
     rois = [len(list((tmp_path / f"{name}_rois").glob("*.nii.gz"))) for name in ("in", "out")]
     assert rois[0] == rois[1] >= 15
+
+
+@pytest.mark.parametrize("planted, kind", [(b"Smithson", "PatientName component"), (DATES["CT"].encode(), "date")])
+def test_echo_in_contour_data_is_caught(phi, deid_run, tmp_path, key, planted, kind):
+    """ContourData is megabytes of numbers that the scan searches by its rarest letter first: a name or a date
+    written into it (a malformed DS) is still found, and named by its attribute path."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from deface_ts.config import DeidConfig
+    from deface_ts.deid.session import check_output, prepare
+    from deface_ts.deid.study import read_folder
+
+    deid = prepare([ds for _, ds in read_folder(phi.folder)], DeidConfig(key_file=str(key)))
+    out, _ = deid_run
+    structures = pydicom.dcmread(out / "RTSTRUCT_0001.dcm")
+    contour = structures.ROIContourSequence[-1].ContourSequence[-1]
+    value = b"\\".join([str(v).encode() for v in contour.ContourData[:-1]] + [planted])
+    value += b" " * (len(value) % 2)
+    tag = BaseTag(0x30060050)
+    contour._dict[tag] = RawDataElement(tag, "DS", len(value), value, 0, False, True)  # written as it is
+    scan = tmp_path / "scan"
+    scan.mkdir()
+    structures.save_as(scan / "RTSTRUCT.dcm", enforce_file_format=True)
+    with pytest.raises(Exception) as error:
+        check_output(scan, deid)
+    assert f"ContourData ({kind})" in str(error.value) and planted.decode() not in str(error.value)

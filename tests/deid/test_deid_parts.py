@@ -106,3 +106,31 @@ def test_malformed_and_partial_dates(monkeypatch):
     assert out.StudyDate != "20250310" and len(out.StudyDate) == 8 and out.SeriesDate == ""
     assert len(out.AcquisitionDateTime) == 4 and shifted < 0
     assert deid.malformed_dates == ["SeriesDate"]
+
+
+def test_anchored_search_finds_every_occurrence():
+    """The search looks for a token's rarest letter first: it must still find every start a plain search finds."""
+    from deface_ts.deid.identifiers import _occurrences
+
+    contour = b"\\".join(b"%.2f" % (i * 0.37 - 50) for i in range(400))
+    data = b"doedoe" + contour + b"zdoe^jane\x00" + contour + b"12 harbour road" + b"55 5-0199" + b"555-0199" + b"jazz"
+    for token in (b"doe", b"doedoe", b"doe^jane", b"jane", b"jazz", b"12 harbour road", b"555-0199", b"z",
+                  b"50.00", b"q"):
+        plain, start = [], data.find(token)
+        while start >= 0:
+            plain.append(start)
+            start = data.find(token, start + 1)
+        assert list(_occurrences(data, token)) == plain, token
+
+
+def test_un_element_of_a_named_tag_is_collected():
+    """An explicit-VR writer that stored Operators' Name as UN: its value is still an identifier of the patient."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    from deface_ts.deid.identifiers import collect
+    from deface_ts.deid.table import load_table
+
+    ds = Dataset()
+    ds._dict[BaseTag(0x00081070)] = RawDataElement(BaseTag(0x00081070), "UN", 12, b"Welby^Marcus", 0, False, True)
+    assert collect([ds], load_table()).find(b"seen by welby") == "OperatorsName component"

@@ -11,9 +11,10 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_sequence
+from pydicom.filewriter import write_data_element, write_sequence
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 
 def shallow_copy(ds: Dataset) -> Dataset:
@@ -29,10 +30,9 @@ def shallow_copy(ds: Dataset) -> Dataset:
     """
     out = object.__new__(type(ds))
     out.__dict__.update(ds.__dict__, _dict=dict(ds._dict), _private_blocks={})
-    if hasattr(ds, "file_meta"):
-        out.file_meta = FileMetaDataset()
-        for element in ds.file_meta:
-            out.file_meta.add(element)
+    if isinstance(ds.__dict__.get("file_meta"), FileMetaDataset):
+        # Copied the same way: iterating the file meta converted every element of it, once per CT slice.
+        out.__dict__["file_meta"] = shallow_copy(ds.file_meta)
     return out
 
 
@@ -51,17 +51,26 @@ def same_encoding(new: Dataset, like: Dataset) -> Dataset:
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
-def sequence_items(ds: Dataset, tag) -> Sequence:
+def sequence_items(ds: Dataset, tag, parsed: dict | None = None) -> Sequence:
     """The items of a sequence element, parsed aside when it is still raw.
 
     The original dataset keeps its raw element: fewer live objects, and a copy
     that is written unchanged writes the raw bytes as read instead of encoding
-    every item again.
+    every item again. With ``parsed``, a raw value is parsed once for all who
+    read it (the items must then not be changed): header de-identification reads
+    an RTSTRUCT's sequences to collect identifiers and again to transform them,
+    and parsing its thousands of contour items was most of the time of both.
     """
     raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement):
+    if not isinstance(raw, RawDataElement):
+        return ds[tag].value or Sequence()
+    if parsed is None:
         return convert_raw_data_element(raw, encoding=ds._character_set, ds=ds).value
-    return ds[tag].value or Sequence()
+    encoding = ds._character_set
+    key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian, str(encoding))
+    if key not in parsed:
+        parsed[key] = convert_raw_data_element(raw, encoding=encoding, ds=ds).value
+    return parsed[key]
 
 
 class UidMap:
@@ -154,6 +163,17 @@ def encode_sequence(raw: RawDataElement, items: list[Dataset], charset: str | li
     write_sequence(fp, DataElement(raw.tag, "SQ", Sequence(items)), charset)  # type: ignore[arg-type]
     value = fp.getvalue()
     return raw._replace(VR="SQ", length=len(value), value=value)
+
+
+def encode_element(element: DataElement, like: RawDataElement) -> RawDataElement:
+    """``element`` as the raw element pydicom itself would write, in ``like``'s encoding (implicit or explicit
+    VR, byte order); for values whose bytes do not depend on the character set (ASCII)."""
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = like.is_implicit_VR, like.is_little_endian
+    write_data_element(fp, element)
+    encoded = fp.getvalue()
+    header = 8 if like.is_implicit_VR or element.VR not in EXPLICIT_VR_LENGTH_32 else 12
+    return like._replace(tag=element.tag, VR=element.VR, length=len(encoded) - header, value=encoded[header:])
 
 
 def _dictionary_vr(tag) -> str | None:

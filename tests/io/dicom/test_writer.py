@@ -200,3 +200,26 @@ def test_raw_sequences_are_remapped_as_pydicom_writes_parsed_ones(phantom_cache,
     referenced = {image.ReferencedSOPInstanceUID for item in again.ROIContourSequence
                   for contour in item.ContourSequence for image in contour.ContourImageSequence}
     assert referenced and referenced <= new_ct
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("vr, value", [("DA", "20250310"), ("UI", "2.25.1234567"), ("LO", "ANON-1A2B"),
+                                       ("PN", None), ("US", 0), ("DS", ["1.5", "-2"]), ("UT", "ANONYMIZED")])
+def test_encoded_element_writes_the_same_bytes(tmp_path, implicit, vr, value):
+    """A value encoded once and written as raw bytes into every CT slice must be what pydicom writes itself."""
+    from pydicom.dataelem import DataElement, RawDataElement
+    from pydicom.dataset import Dataset
+
+    from deface_ts.io.dicom.uids import encode_element
+
+    tag = {"DA": 0x00080020, "UI": 0x00081155, "LO": 0x00100020, "PN": 0x00080090, "US": 0x00280010,
+           "DS": 0x00200037, "UT": 0x00204000}[vr]
+    like = RawDataElement(tag, None if implicit else vr, 0, b"", 0, implicit, True)
+    written = []
+    for element in (DataElement(tag, vr, value), encode_element(DataElement(tag, vr, value), like)):
+        ds = Dataset()
+        ds[tag] = element
+        path = tmp_path / f"{len(written)}.dcm"
+        ds.save_as(path, implicit_vr=implicit, little_endian=True)
+        written.append(path.read_bytes())
+    assert written[0] == written[1]
