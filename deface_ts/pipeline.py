@@ -40,7 +40,6 @@ from deface_ts.removal.apply import Applied, apply_plan, fill_values
 from deface_ts.removal.plan import RemovalPlan, plan_removal
 from deface_ts.report import Report, build_report, write_report
 
-
 #: Told the name of each stage as it starts (the CLI's progress display); None: nothing is told.
 Progress = Callable[[str], None] | None
 

@@ -15,6 +15,7 @@ import io
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -131,7 +132,7 @@ def _scan_nifti(path: Path, identifiers: Identifiers) -> list[str]:
     import nibabel
 
     image = nibabel.load(str(path))
-    header = image.header
+    header: Any = image.header  # a Nifti1Header, which nibabel's stubs type as a plain FileBasedHeader
     places = []
     for field in ("descrip", "aux_file", "intent_name", "db_name"):
         if field in header:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -32,9 +32,8 @@ from deface_ts.io.dicom.uids import (
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
-_FILE_META_KEPT = {tag_for_keyword(k) for k in (
-    "FileMetaInformationGroupLength", "FileMetaInformationVersion", "MediaStorageSOPClassUID",
-    "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID", "ImplementationVersionName")}
+_FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)  # group length,
+# information version, media storage SOP class and instance, transfer syntax, implementation class and version
 _TEXT_DUMMY = "ANONYMIZED"
 _NUMERIC = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _UNCHANGED = object()
@@ -163,7 +162,7 @@ class HeaderDeidentifier:
 
     def _shift(self, element: DataElement, path: str):
         values = list(element.value) if element.VM > 1 else [element.value]
-        shifted = []
+        shifted: list[str] = []
         for value in values:
             text = str(value or "").replace(".", "") if element.VR == "DA" else str(value or "")
             if not text:
@@ -240,7 +239,7 @@ class HeaderDeidentifier:
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
         method = f"deface-ts {__version__}: {self.profile.name} (PS3.15 E.1-1 {self.profile.edition})"
-        marks = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+        marks: list[DataElement | RawDataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
                  DataElement(0x00120063, "LO", (method + ("; face removed" if self.defaced else ""))[:64])]
         if implicit is not None and little is not None:
             empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)

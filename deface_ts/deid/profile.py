@@ -64,7 +64,8 @@ NOT_SHIFTED = ("PatientBirthDate",)
 
 
 def _by_tag(actions: dict[str, str]) -> dict[int, str]:
-    return {tag_for_keyword(keyword): action for keyword, action in actions.items()}
+    tags = {keyword: tag_for_keyword(keyword) for keyword in actions}
+    return {tag: actions[keyword] for keyword, tag in tags.items() if tag is not None}
 
 
 @dataclass(frozen=True)

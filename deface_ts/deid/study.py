@@ -37,7 +37,7 @@ def read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     """Every DICOM file under ``folder``, in path order; other files are counted, not read."""
     if not Path(folder).is_dir():
         raise InputError(f"{folder}: not a folder")
-    found = []
+    found: list[tuple[Path, Dataset]] = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path)
