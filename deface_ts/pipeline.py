@@ -54,7 +54,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     """
     timer = Timer(progress)
     with timer.stage("load"):
-        case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks)) if is_nifti(input)
+        case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks), config) if is_nifti(input)
                            else DicomInput.load(Path(input), series_uid, config, patient_id))
     linkage_file = case.linkage_file(Path(output), linkage or config.deid.linkage)
     ct = case.ct
@@ -223,7 +223,11 @@ class DicomInput:
 
 @dataclass
 class NiftiInput:
-    """A NIfTI CT: eyes from ``--eyes-mask``, protection from ``--protect-mask`` images; NIfTI out."""
+    """A NIfTI CT: eyes from ``--eyes-mask``, protection from ``--protect-mask`` images; NIfTI out.
+
+    With de-identification on, no input path reaches the report (a file name may name the patient): the
+    masks are called by their kind and number instead.
+    """
 
     path: Path
     ct: Volume
@@ -231,18 +235,21 @@ class NiftiInput:
     eyes: np.ndarray | None = None
     protect: list[tuple[str, np.ndarray]] = field(default_factory=list)
     hu: np.ndarray | None = None
+    private: bool = False
 
     @classmethod
-    def load(cls, path: Path, eyes_mask: Path | None, protect_masks: list[Path]) -> NiftiInput:
+    def load(cls, path: Path, eyes_mask: Path | None, protect_masks: list[Path], config: Config) -> NiftiInput:
+        private = config.deid.profile != "off"
         ct = load_nifti(path, "CT")
         eyes = load_nifti(eyes_mask, "eye mask", like=ct).array > 0 if eyes_mask is not None else None
-        protect = [(str(p), load_nifti(p, "protection mask", like=ct).array > 0) for p in protect_masks]
-        return cls(path, ct, eyes_mask, eyes, protect)
+        protect = [(f"protection mask {n}" if private else str(p), load_nifti(p, "protection mask", like=ct).array > 0)
+                   for n, p in enumerate(protect_masks, start=1)]
+        return cls(path, ct, eyes_mask, eyes, protect, private=private)
 
     patient_position = None  # NIfTI has no PatientPosition: decided from the image axes and the anatomy
 
     def locator(self, config: Config) -> Locator:
-        return make_locator(config, eyes_mask=self.eyes, eyes_source=str(self.eyes_mask))
+        return make_locator(config, eyes_mask=self.eyes, eyes_source="eye mask" if self.private else str(self.eyes_mask))
 
     def body(self, config: Config) -> np.ndarray:
         return body_from_hu(self.ct.array, config.region.body_hu)
@@ -281,6 +288,8 @@ class NiftiInput:
 
     def deidentify_report(self, report: Report, input: Path) -> Report:
         report["deid"] = {"profile": "not applicable", "headers": "NIfTI input has no DICOM headers"}
+        if self.private:
+            report["input"] = {"files": "not listed: de-identification is on and a file name may name the patient"}
         return report
 
     def check_shareable(self, folder: Path) -> None:

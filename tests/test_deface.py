@@ -217,7 +217,11 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
     ptv_mask = nifti.load(ptv).array > 0
     assert removal.any() and not (removal & ptv_mask).any()
     assert np.array_equal(defaced_ct.array[~removal], ct.array[~removal])
-    assert json.loads((out / "report.json").read_text())["post_check"]["passed"]
+    report_text = (out / "report.json").read_text()
+    assert json.loads(report_text)["post_check"]["passed"]
+    # De-identification on (the default): no input path in the report, a file name may name the patient.
+    assert str(tmp_path / "nii") not in report_text and "ct.nii.gz" not in report_text and "eyes.nii.gz" not in report_text
+    assert json.loads(report_text)["removed"]["kept_by_protection_voxels"]["protection mask 1"] > 0
     # method eyes without a mask or TotalSegmentator weights: the eyes come from the CT itself
     assert main(["deface", str(tmp_path / "nii" / "ct.nii.gz"), str(tmp_path / "out2"), "--method", "eyes"]) == 0
     eyes = json.loads((tmp_path / "out2" / "report.json").read_text())["landmarks"]["eye_centres_mm"]
