@@ -74,6 +74,40 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     """
     spacing = np.asarray(spacing, dtype=float)
     factors = np.maximum(np.rint(block_mm / spacing).astype(int), 1)
+    reach = (np.array(ball(close_mm, factors * spacing).shape) - 1) // 2  # the closing ball's radius in blocks
+    occupied = body | (hu > bone_hu)
+    out = np.zeros(hu.shape, dtype=bool)
+    ends = [np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(e.size == 0 for e in ends):
+        return out  # all air: nothing is enclosed (every block is free air joined to the outside)
+    # The work is cropped to the box of body and bone (the rest of the field is air) widened by a margin of
+    # 2 * reach + 2 blocks per axis, its start on the block grid, its end on it or at the array's end.
+    # The result in the box equals the uncropped one, and outside it is False, because:
+    # * the crop's blocks are the uncropped blocks (same start, whole blocks, the same edge padding at the
+    #   array's far end; an inner crop face is a block boundary), so ``sealed`` and ``air`` are their restriction;
+    # * every block outside the body/bone box is air and not sealed; the dilation reaches ``reach`` blocks from
+    #   sealed ones, so the reach + 2 layers inside an inner crop face are not dilated. The erosion (border_value=1)
+    #   differs only where its ball crosses an inner crop face, i.e. in the outer ``reach`` layers, where the
+    #   centre itself is not dilated: eroded False in both. So ``closed`` is the uncropped one in the box, and
+    #   uncropped it is False outside (neither dilated nor sealed);
+    # * outside the box every block is free air, so any uncropped free component leaving the box is outside;
+    #   each of its pieces in the crop touches an inner crop face, where the layer is free air: outside too.
+    #   A component inside the box is the same component with the same air blocks. So ``enclosed`` is equal
+    #   in the box and False beyond, and so is its one-block dilation & closed (the face layer is not enclosed).
+    lo, hi = [], []
+    for axis, (e, f, r) in enumerate(zip(ends, factors, reach)):
+        margin = 2 * int(r) + 2
+        first, last = int(e[0]) // f - margin, int(e[-1]) // f + 1 + margin
+        lo.append(max(first, 0) * int(f))
+        hi.append(min(last * int(f), hu.shape[axis]))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out[box] = _cranial_cavity(hu[box], body[box], factors, spacing, bone_hu, close_mm)
+    return out
+
+
+def _cranial_cavity(hu: np.ndarray, body: np.ndarray, factors: np.ndarray, spacing: np.ndarray, bone_hu: float,
+                    close_mm: float) -> np.ndarray:
+    """`cranial_cavity` on the whole of ``hu`` (blocks of ``factors`` voxels from index 0), uncropped."""
     step = factors * spacing
     sealed = _blocks(hu, factors).max(axis=-1) > bone_hu
     element = ball(close_mm, step)
@@ -180,11 +214,19 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
         front[k] |= front[k + 1] & (hu_front[k] >= PARTIAL_BRAIN_HU[0]) & (hu_front[k] <= PARTIAL_BRAIN_HU[1])
     # A soft-tissue voxel touching the cranial cavity (its largest part, not a sinus pocket) is partly brain
     # (partial volume at a thin sinus roof): it stays too. Fat and air round the skull are not brain.
-    labels, count = ndimage.label(front[s_from:])
-    if count:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        cavity = labels == int(np.argmax(sizes))
-        soft = (hu_front[s_from:] >= PARTIAL_BRAIN_HU[0]) & (hu_front[s_from:] <= PARTIAL_BRAIN_HU[1])
-        front[s_from:] |= ndimage.binary_dilation(cavity) & soft
+    # Worked in the box of the brain side grown by the dilation's one voxel (clipped to the array): every
+    # component lies in it, ``label`` numbers them in the same raster order (a translation keeps it), so the
+    # largest is the same one, and its dilation never reaches past the box. Outside, nothing changes.
+    brain = front[s_from:]
+    ends = [np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(e.size == 0 for e in ends):
+        return out
+    box = tuple(slice(max(int(e[0]) - 1, 0), min(int(e[-1]) + 2, n)) for e, n in zip(ends, brain.shape))
+    labels, _ = ndimage.label(brain[box])
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    cavity = labels == int(np.argmax(sizes))
+    hu_box = hu_front[s_from:][box]
+    soft = (hu_box >= PARTIAL_BRAIN_HU[0]) & (hu_box <= PARTIAL_BRAIN_HU[1])
+    brain[box] |= ndimage.binary_dilation(cavity) & soft
     return out

@@ -67,3 +67,122 @@ def test_a_plan_reaching_into_the_brain_is_refused(case):
     cavity[brain] = True
     with pytest.raises(CavityError, match="reaches .* cc into the cranial cavity"):
         check_brain_side(ct, plan, cavity)
+
+
+def _phantom(name: str) -> Volume:
+    """The phantom in one of the four positions, or off-centre in a wider field ("shifted")."""
+    from deface_ts.phantom import PhantomOptions, evaluate
+
+    if name == "shifted":
+        options = PhantomOptions(rows=160, columns=140, pixel_spacing=1.7, slices=70, slice_thickness=2.5,
+                                 noise_hu=0.0, shift_mm=(45.0, -35.0, 25.0))
+    else:
+        options = PhantomOptions(rows=128, columns=128, pixel_spacing=2.0, slices=64, slice_thickness=3.0,
+                                 noise_hu=0.0, position=name)
+    hu, _, affine = evaluate(options)
+    return Volume(hu, affine)
+
+
+def _assert_cropped_equals_uncropped(ct: Volume) -> None:
+    from deface_ts.geometry.view import AnatomicalView
+    from deface_ts.removal.cavity import _cranial_cavity, brain_side, cranial_cavity
+    from deface_ts.removal.plan import view_spacing
+
+    config = load_config().region
+    view = AnatomicalView.of(ct)
+    hu, body = view.view(ct.array), view.view(body_from_hu(ct.array, config.body_hu))
+    spacing = view_spacing(ct, view)
+    factors = np.maximum(np.rint(2.0 / spacing).astype(int), 1)
+    # Slabs from every eighth of the view up, as brain_side passes them from the eyes up (the block grid starts
+    # at the slab's first slice); a slab reaching far below the eyes encloses nothing (the cavity opens into the
+    # nasal cavity and the orbits), the higher ones do.
+    enclosing = 0
+    for start in range(0, hu.shape[0], max(hu.shape[0] // 8, 1)):
+        cropped = cranial_cavity(hu[start:], body[start:], spacing, config.bone_hu)
+        full = _cranial_cavity(hu[start:], body[start:], factors, spacing, config.bone_hu, 4.0)
+        assert np.array_equal(cropped, full), start
+        enclosing += int(full.sum() > 1000)
+    assert enclosing >= 2  # real cavities compared, not only empty masks
+    # The whole brain side, against its straightforward form, from the middle of the view and from two thirds
+    # up, the envelope a few slices higher, removal from the front half or everywhere.
+    n, rows = hu.shape[0], hu.shape[1]
+    for s_from, s_envelope, a_from in ((n // 2, n // 2 + 3, rows // 2), (2 * n // 3, 2 * n // 3, 0)):
+        expected = _brain_side_reference(hu, body, spacing, config.bone_hu, s_from, s_envelope, a_from)
+        assert expected.sum() > 1000
+        assert np.array_equal(brain_side(hu, body, spacing, config.bone_hu, s_from, s_envelope, a_from), expected)
+
+
+def _brain_side_reference(hu, body, spacing, bone_hu, s_from, s_envelope, a_from):
+    """`brain_side` as first written: every step over the whole slab (no crop to the head)."""
+    from scipy import ndimage
+
+    from deface_ts.removal.cavity import ORBIT_ROOF_MM, PARTIAL_BRAIN_HU, _cranial_cavity, skull_envelope
+
+    out = np.zeros(hu.shape, dtype=bool)
+    s_envelope = max(int(s_envelope) + int(np.ceil(ORBIT_ROOF_MM / float(spacing[0]))), 0)
+    factors = np.maximum(np.rint(2.0 / spacing).astype(int), 1)
+    out[s_from:] = _cranial_cavity(hu[s_from:], body[s_from:], factors, spacing, bone_hu, 4.0)
+    if s_envelope < hu.shape[0]:
+        out[s_envelope:] |= skull_envelope(hu[s_envelope:], body[s_envelope:], bone_hu)
+    front = out[:, max(int(a_from) - 1, 0):]
+    hu_front = hu[:, max(int(a_from) - 1, 0):]
+    for k in range(min(s_envelope, hu.shape[0]) - 1 if s_envelope < hu.shape[0] else -1, s_from - 1, -1):
+        front[k] |= front[k + 1] & (hu_front[k] >= PARTIAL_BRAIN_HU[0]) & (hu_front[k] <= PARTIAL_BRAIN_HU[1])
+    labels, count = ndimage.label(front[s_from:])
+    if count:
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        cavity = labels == int(np.argmax(sizes))
+        soft = (hu_front[s_from:] >= PARTIAL_BRAIN_HU[0]) & (hu_front[s_from:] <= PARTIAL_BRAIN_HU[1])
+        front[s_from:] |= ndimage.binary_dilation(cavity) & soft
+    return out
+
+
+@pytest.mark.parametrize("name", ["HFS", "HFP", "FFS", "FFP", "shifted"])
+def test_cranial_cavity_cropped_to_the_head_equals_the_uncropped_one(name):
+    """The crop to the head's box (plus a margin past every reach) changes no voxel of the cavity."""
+    _assert_cropped_equals_uncropped(_phantom(name))
+
+
+def test_cranial_cavity_cropped_equals_the_uncropped_one_on_the_real_head():
+    from tests.real_heads import cranium_folder, load_cranium
+
+    folder = cranium_folder()
+    if not (folder / "matrix.dat").exists():
+        pytest.skip(f"InVesalius' Cranium head CT not found in {folder} (scripts/setup.sh installs it)")
+    _assert_cropped_equals_uncropped(load_cranium(folder))
+
+
+@pytest.mark.parametrize("start", [20, 21, 23])
+def test_cranial_cavity_crop_keeps_an_opening_on_the_box_face_open(start):
+    """A bone cup filled with tissue flush with its rim, open where the body's box ends: not enclosed.
+
+    Cropped to the box with no margin, the opening's blocks are tissue, not air, and the cup would count
+    as enclosed; the margin's ring of free air joins it to the outside, as uncropped.
+    """
+    from deface_ts.removal.cavity import _cranial_cavity, cranial_cavity
+
+    grid = np.indices((64, 64, 64)).astype(float)
+    radius = np.sqrt((grid[0] - 32) ** 2 + (grid[1] - 32) ** 2 + (grid[2] - start) ** 2)
+    cup = grid[2] >= start
+    hu = np.full((64, 64, 64), -1000.0, dtype=np.float32)
+    hu[cup & (radius <= 17)] = 1000.0
+    hu[cup & (radius < 14)] = 40.0
+    body = cup & (radius <= 17)
+    spacing = np.array([1.0, 1.0, 1.0])
+    full = _cranial_cavity(hu, body, np.array([2, 2, 2]), spacing, 250.0, 4.0)
+    assert not full.any()
+    assert np.array_equal(cranial_cavity(hu, body, spacing, 250.0), full)
+    closed = hu.copy()
+    closed[:, :, start - 3:start] = 1000.0  # a lid: now the cup encloses its tissue
+    assert cranial_cavity(closed, body | (closed > 250), spacing, 250.0)[32, 32, start + 5]
+
+
+@pytest.mark.parametrize("change", ["craniectomy", "partial-volume bone"])
+def test_brain_side_cropped_equals_the_uncropped_one_through_a_weak_skull(case, change):
+    """The weak skulls above: the partial-volume ring reaches past the brain side's box (the defect's tissue)."""
+    ct = case.ct.hu
+    hu = ct.array.astype(np.float32).copy()
+    patch = frontal_patch(ct, 20.0)
+    hu[patch] = 40.0 if change == "craniectomy" else np.linspace(150.0, 240.0, int(patch.sum()))
+    _assert_cropped_equals_uncropped(Volume(hu, ct.affine))
