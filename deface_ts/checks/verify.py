@@ -46,7 +46,7 @@ COUNT_SCORES = {"mtcnn": 0.73, "mediapipe": 0.79, "dlib_hog": 0.36, "haar": 0.0}
 def post_check_volume(written: Volume, original: Volume, plan: RemovalPlan, location: FaceLocation,
                       config: Config) -> dict:
     """Checks on a written CT volume; raises PrivacyError when one fails."""
-    if written.shape != original.shape or not np.allclose(written.affine, original.affine, atol=1e-3):
+    if not written.same_grid(original):
         raise PrivacyError("post-check: the written CT is not on the input grid")
     removed = plan.removed
     leftover, changed = _leftover_and_changed(written.array, original.array, removed, config.region.body_hu)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from deface_ts.geometry.masks import ball
+from deface_ts.geometry.masks import ball, bounding_box, largest_component
 
 #: The orbital roof lies ~5 mm above the globe (an orbit is ~35 mm tall, the globe 24 mm). Lower, a slice's
 #: skull hull holds the orbits' tops and the nasal root, which kept stand out of the cut surface like a face.
@@ -77,8 +77,8 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     reach = (np.array(ball(close_mm, factors * spacing).shape) - 1) // 2  # the closing ball's radius in blocks
     occupied = body | (hu > bone_hu)
     out = np.zeros(hu.shape, dtype=bool)
-    ends = [np.flatnonzero(occupied.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(e.size == 0 for e in ends):
+    extent = bounding_box(occupied)
+    if extent is None:
         return out  # all air: nothing is enclosed (every block is free air joined to the outside)
     # The work is cropped to the box of body and bone (the rest of the field is air) widened by a margin of
     # 2 * reach + 2 blocks per axis, its start on the block grid, its end on it or at the array's end.
@@ -95,9 +95,9 @@ def cranial_cavity(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_h
     #   A component inside the box is the same component with the same air blocks. So ``enclosed`` is equal
     #   in the box and False beyond, and so is its one-block dilation & closed (the face layer is not enclosed).
     lo, hi = [], []
-    for axis, (e, f, r) in enumerate(zip(ends, factors, reach)):
+    for axis, (e, f, r) in enumerate(zip(extent, factors, reach)):
         margin = 2 * int(r) + 2
-        first, last = int(e[0]) // f - margin, int(e[-1]) // f + 1 + margin
+        first, last = int(e.start) // f - margin, (int(e.stop) - 1) // f + 1 + margin
         lo.append(max(first, 0) * int(f))
         hi.append(min(last * int(f), hu.shape[axis]))
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -218,14 +218,10 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
     # component lies in it, ``label`` numbers them in the same raster order (a translation keeps it), so the
     # largest is the same one, and its dilation never reaches past the box. Outside, nothing changes.
     brain = front[s_from:]
-    ends = [np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(e.size == 0 for e in ends):
+    box = bounding_box(brain, 1)
+    if box is None:
         return out
-    box = tuple(slice(max(int(e[0]) - 1, 0), min(int(e[-1]) + 2, n)) for e, n in zip(ends, brain.shape))
-    labels, _ = ndimage.label(brain[box])
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    cavity = labels == int(np.argmax(sizes))
+    cavity = largest_component(brain[box])
     hu_box = hu_front[s_from:][box]
     soft = (hu_box >= PARTIAL_BRAIN_HU[0]) & (hu_box <= PARTIAL_BRAIN_HU[1])
     brain[box] |= ndimage.binary_dilation(cavity) & soft

@@ -47,7 +47,7 @@ def evaluate_pair(pair: Pair, detectors: list[str], angles: Sequence[float],
     """Load one pair and measure it; the faces seen (for the cohort's re-identification) come back too."""
     original, defaced = load_case(pair.original), load_case(pair.defaced_dicom)
     ct0, ct1 = original.ct.hu, defaced.ct.hu
-    if ct0.shape != ct1.shape or not np.allclose(ct0.affine, ct1.affine, atol=1e-3):
+    if not ct0.same_grid(ct1):
         raise InputError(f"the defaced CT {ct1.shape} is not on the original's grid {ct0.shape}")
     report = pair.report()
     result = {"patient": pair.patient, "scan": pair.scan, "original": str(pair.original),

@@ -86,7 +86,7 @@ def removal_mask(pair: Pair, ct: Volume, defaced_ct: Volume) -> tuple[np.ndarray
     path = pair.defaced / "nifti" / "removal_mask.nii.gz"
     if path.is_file():
         mask = nifti.load(path)
-        if mask.shape == ct.shape and np.allclose(mask.affine, ct.affine, atol=1e-3):
+        if mask.same_grid(ct):
             return mask.array > 0, "removal_mask.nii.gz"
         log.warning("%s is not on the CT grid; using the changed CT voxels", path)
     return ct.array != defaced_ct.array, "changed CT voxels"
@@ -109,7 +109,7 @@ def dose_changes(pair: Pair, original: Case, defaced: Case, report: Report | Non
     out = []
     for number, (d0, d1) in enumerate(zip(original.doses, defaced.doses), start=1):
         g0, g1 = d0.gy, d1.gy
-        if g0.shape != g1.shape or not np.allclose(g0.affine, g1.affine, atol=1e-3):
+        if not g0.same_grid(g1):
             raise InputError(f"RTDOSE {number}: the defaced dose is not on the original's grid")
         delta = np.abs(g1.array.astype(np.float64) - g0.array)
         in_body = dose_voxels_in(g0, ct, body)
