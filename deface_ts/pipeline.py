@@ -10,6 +10,7 @@ same stages; what differs between them (how they load, what they write) is in
 
 from __future__ import annotations
 
+import mmap
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,15 +23,18 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from deface_ts.checks.position import decide_position
-from deface_ts.checks.verify import post_check, post_check_volume, visual_check
+from deface_ts.checks.verify import post_check_ct, post_check_links, post_check_volume, visual_check
 from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier
 from deface_ts.errors import InputError
+from deface_ts.forked import Forked
 from deface_ts.geometry.masks import BoxMask, body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import Case, load_case
+from deface_ts.io.dicom.rtdose import load_dose
+from deface_ts.io.dicom.study import StudyFiles
 from deface_ts.io.dicom.uids import UidMap
 from deface_ts.io.dicom.writer import write_case
 from deface_ts.io.output import atomic_output
@@ -68,7 +72,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
         case.apply(plan, body, config)
     with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
         with timer.stage("write"):
-            case.write(tmp, plan, config)
+            case.write(tmp, plan, location, config)
         with timer.stage("post_check"):
             written, check = case.check(tmp, plan, location, config)
         with timer.stage("verify"):
@@ -102,7 +106,7 @@ class CaseInput(Protocol):
     def body(self, config: Config) -> np.ndarray: ...
     def protected(self, config: Config) -> list[tuple[str, np.ndarray | BoxMask]]: ...
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None: ...
-    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None: ...
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None: ...
     def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
               config: Config) -> tuple[Volume, dict[str, Any]]: ...
     def doses(self) -> tuple[Volume | None, Volume | None]: ...
@@ -120,7 +124,9 @@ class DicomInput:
     case: Case
     deid: HeaderDeidentifier | None = None
     applied: Applied | None = None
-    written: Case | None = None
+    written: StudyFiles | None = None
+    written_hu: np.ndarray | None = None
+    ct_check: Forked[dict] | None = None
     uids: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -165,30 +171,52 @@ class DicomInput:
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
         self.applied = apply_plan(self.case, plan, body, {name for name, _ in self.protected(config)}, config)
 
-    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None:
-        """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``."""
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None:
+        """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``.
+
+        Once the CT slices are written, a forked child re-reads and checks them (the post-check) while this
+        process writes the RT objects and the NIfTI copies: both hold the GIL, and a machine has two cores.
+        """
         assert self.applied is not None, "apply before write"
+        applied = self.applied
+        # The written CT comes back from the child in memory both processes share (the visual verification
+        # renders what was written, not the array in memory).
+        self.written_hu = np.frombuffer(mmap.mmap(-1, self.ct.array.nbytes), self.ct.array.dtype).reshape(self.ct.shape)
         with ThreadPoolExecutor(1) as pool:
-            # NIfTI copies are compressed by zlib, which releases the GIL: written beside the DICOM set.
-            nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", self.ct.with_array(self.applied.hu), plan,
-                                     hu_dtype=self.ct.array.dtype) if config.output.nifti else None
+            nifti_done = None
+
+            def check_ct(paths: list[Path]) -> None:
+                nonlocal nifti_done
+                # Forked before the NIfTI thread starts: a child must not inherit a lock another thread holds.
+                self.ct_check = Forked(post_check_ct, paths, self.ct, plan, location, config, self.written_hu)
+                if config.output.nifti:  # zlib releases the GIL: compressed beside the DICOM writing
+                    nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", self.ct.with_array(applied.hu),
+                                             plan, hu_dtype=self.ct.array.dtype)
+
             uids = self.deid.uids if self.deid is not None else UidMap(config.output.uid_salt)
             transform = self.deid.dataset if self.deid is not None else None
-            written = write_case(self.case, self.applied.changes, folder / "dicom", uids, transform)
-            if nifti_done is not None:
-                nifti_done.result()
+            try:
+                written = write_case(self.case, applied.changes, folder / "dicom", uids, transform, check_ct)
+                if nifti_done is not None:
+                    nifti_done.result()
+            except BaseException:
+                if self.ct_check is not None:
+                    self.ct_check.stop()
+                raise
         self.uids = written.uids
 
     def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
               config: Config) -> tuple[Volume, dict[str, Any]]:
-        """Re-read the written set and check it (CT, references, dose)."""
-        self.written = load_case(folder / "dicom")
-        check = post_check(self.written, self.case, plan, location, config) if config.post_check else {"skipped": True}
-        return self.written.ct.hu, check
+        """The written set checked: the CT by the child started in :meth:`write`, the links here."""
+        assert self.ct_check is not None and self.written_hu is not None, "write before check"
+        with self.ct_check:
+            self.written, links = post_check_links(folder / "dicom", self.case)
+            check = self.ct_check.result()
+        return self.ct.with_array(self.written_hu), {**check, **links} if config.post_check else check
 
     def doses(self) -> tuple[Volume | None, Volume | None]:
-        if self.case.doses and self.written is not None and self.written.doses:
-            return self.case.doses[0].gy, self.written.doses[0].gy
+        if self.case.doses and self.written is not None and self.written.rtdose:
+            return self.case.doses[0].gy, load_dose(self.written.rtdose[0]).gy
         return None, None
 
     def describe(self, output: Path) -> Report:
@@ -261,7 +289,7 @@ class NiftiInput:
         self.hu = self.ct.array.copy()
         self.hu[plan.removed] = np.rint(fill_values(self.ct.array, plan.removed, body, config))
 
-    def write(self, folder: Path, plan: RemovalPlan, config: Config) -> None:
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None:
         assert self.hu is not None, "apply before write"
         integer = bool(np.all(np.mod(self.ct.array, 1) == 0))
         write_nifti_outputs(folder, self.ct.with_array(self.hu), plan, hu_dtype=np.int16 if integer else np.float32)

@@ -244,3 +244,31 @@ def test_post_check_fails_closed_on_leftover_face(defaced):
     assert post_check_volume(after.ct.hu, before.ct.hu, plan, location, load_config())["passed"]
     with pytest.raises(PrivacyError, match="body voxels remain"):
         post_check_volume(before.ct.hu, before.ct.hu, plan, location, load_config())  # the un-defaced CT
+
+
+def test_post_check_of_the_written_files_fails_closed(phantom, tmp_path, monkeypatch):
+    """A writer that leaves the face in the CT files (the forked re-read must see it), and one that writes an
+    RTSTRUCT linked to nothing: both cases fail, nothing is written, the input is untouched."""
+    from deface_ts.io.dicom import writer
+
+    before = tree_digest(phantom.folder)
+    write_ct = writer.write_ct
+    monkeypatch.setattr(writer, "write_ct", lambda case, changes, *args: write_ct(case, writer.Changes(), *args))
+    with pytest.raises(PrivacyError, match="post-check: .* body voxels remain in the removal region"):
+        deface(phantom.folder, tmp_path / "out", load_config())
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    monkeypatch.setattr(writer, "write_ct", write_ct)
+
+    def unlinked(ds, patient: str | None):
+        ds.ReferencedFrameOfReferenceSequence = []
+        ds.PatientID = patient or ds.PatientID
+        return ds
+
+    write_rtstruct = writer.write_rtstruct
+    for patient, error in ((None, "the written set does not hold together: .*RTSTRUCT is in frame of reference"),
+                           ("someone else", ".*: the written RTSTRUCT does not reference the written CT")):
+        monkeypatch.setattr(writer, "write_rtstruct", lambda case, changes, path, uids, transform, p=patient: (
+            write_rtstruct(case, changes, path, uids, lambda ds: unlinked(transform(ds) if transform else ds, p))))
+        with pytest.raises(PrivacyError, match=f"post-check: {error}"):
+            deface(phantom.folder, tmp_path / "out", load_config())
+        assert not (tmp_path / "out").exists() and tree_digest(phantom.folder) == before

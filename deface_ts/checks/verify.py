@@ -3,7 +3,7 @@
 Both look at what was written, not at the arrays in memory, so a writer bug that
 left the face in the files is caught before the output folder appears.
 
-* :func:`post_check_volume` / :func:`post_check`: no body tissue left in the removal
+* :func:`post_check_volume` / :func:`post_check_ct` / :func:`post_check_links`: no body tissue left in the removal
   region, the landmarks inside it, nothing changed outside it, references linked.
 * :func:`visual_check`: the skin of the original and of the written CT rendered at
   the configured angles (same cameras), every available face detector run on
@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 
 from deface_ts.checks import identity
 from deface_ts.checks.identity import IdentityResult
 from deface_ts.config import Config, VerifyConfig
-from deface_ts.errors import PrivacyError
+from deface_ts.errors import InputError, PrivacyError
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
+from deface_ts.io.dicom.ct import load_ct
+from deface_ts.io.dicom.study import StudyFiles, discover, read_header, select
 from deface_ts.locate.base import FaceLocation, anterior_pole
 from deface_ts.removal.plan import RemovalPlan
 from deface_ts.vision.cameras import Render
@@ -83,20 +86,47 @@ def _leftover_and_changed(written: np.ndarray, original: np.ndarray, removed: np
     return leftover, changed
 
 
-def post_check(written: Case, case: Case, plan: RemovalPlan, location: FaceLocation, config: Config) -> dict:
-    """Check the reloaded written DICOM set: CT, references and dose."""
-    folder = written.files.ct[0].path.parent
-    result = post_check_volume(written.ct.hu, case.ct.hu, plan, location, config)
-    if case.structures is not None and written.structures is None:
-        raise PrivacyError(f"post-check: {folder}: the written RTSTRUCT does not reference the written CT")
+def post_check_ct(paths: list[Path], original: Volume, plan: RemovalPlan, location: FaceLocation, config: Config,
+                  into: np.ndarray | None = None) -> dict:
+    """Re-read the written CT slices and check them (:func:`post_check_volume`); copy what was read into ``into``.
+
+    The pipeline runs this in a forked child while it writes the RT objects (``into`` is then memory shared
+    with the caller, who renders the written CT from it), so only the CT's own files are read here.
+    """
+    written = load_ct([read_header(p) for p in paths]).hu
+    if not written.same_grid(original):
+        raise PrivacyError("post-check: the written CT is not on the input grid")
+    result = post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}
+    if into is not None:
+        if into.dtype != written.array.dtype:
+            raise PrivacyError(f"post-check: the written CT holds {written.array.dtype} values, the input {into.dtype}")
+        into[...] = written.array
+    return result
+
+
+def post_check_links(folder: Path, case: Case) -> tuple[StudyFiles, dict]:
+    """The set written in ``folder`` is linked as the input was: RTSTRUCT → CT, RTPLAN → RTSTRUCT, RTDOSE → RTPLAN.
+
+    Found by the same discovery as an input; the RTSTRUCT is read whole, every contour item.
+    """
+    try:
+        written = select(discover(folder))
+    except InputError as exc:  # our own output: not an input error but a failed check
+        raise PrivacyError(f"post-check: the written set does not hold together: {exc}") from exc
+    if case.structures is not None:
+        if written.rtstruct is None:
+            raise PrivacyError(f"post-check: {folder}: the written RTSTRUCT does not reference the written CT")
+        contours = pydicom.dcmread(written.rtstruct.path).get("ROIContourSequence", [])
+        if len(contours) != len(case.structures.dataset.get("ROIContourSequence", [])):
+            raise PrivacyError(f"post-check: {written.rtstruct.path}: {len(contours)} ROI contours written, "
+                               f"{len(case.structures.dataset.ROIContourSequence)} read")
     if case.rtplan is not None and written.rtplan is None:
         raise PrivacyError(f"post-check: {folder}: the written RTPLAN does not reference the written RTSTRUCT")
-    if len(written.doses) != len(case.doses):
-        raise PrivacyError(f"post-check: {folder}: {len(written.doses)} of {len(case.doses)} doses link to the set")
-    if len(written.files.warnings) > len(case.files.warnings):
-        raise PrivacyError(f"post-check: {folder}: written set is not fully linked: {written.files.warnings}")
-    result.update(series_instance_uid=written.files.series_uid, references_resolved=True)
-    return result
+    if len(written.rtdose) != len(case.doses):
+        raise PrivacyError(f"post-check: {folder}: {len(written.rtdose)} of {len(case.doses)} doses link to the set")
+    if len(written.warnings) > len(case.files.warnings):
+        raise PrivacyError(f"post-check: {folder}: written set is not fully linked: {written.warnings}")
+    return written, {"series_instance_uid": written.series_uid, "references_resolved": True}
 
 
 def verify_detectors(config: VerifyConfig) -> list[str]:

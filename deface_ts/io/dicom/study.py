@@ -108,6 +108,11 @@ def dose_plans(header: Dataset) -> set[str]:
     return _uids(header.get("ReferencedRTPlanSequence", []), "ReferencedSOPInstanceUID")
 
 
+def read_header(path: Path) -> DicomFile:
+    """One file's header, values over ``DEFER_SIZE`` left on disk until used."""
+    return DicomFile(path, pydicom.dcmread(path, defer_size=DEFER_SIZE))
+
+
 def discover(root: Path) -> Discovery:
     """Read the header of every file under ``root`` and group them by kind.
 
@@ -123,12 +128,12 @@ def discover(root: Path) -> Discovery:
     found = Discovery(root, {}, [], [], [], [])
     for path in paths:
         try:
-            header = pydicom.dcmread(path, defer_size=DEFER_SIZE)
-            sop_class = str(header.get("SOPClassUID", ""))
+            item = read_header(path)
+            sop_class = item.sop_class
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             found.skipped.append((path, f"not a readable DICOM file ({exc.__class__.__name__}: {exc})"))
             continue
-        item = DicomFile(path, header)
+        header = item.header
         if sop_class == CT_IMAGE:
             if "SeriesInstanceUID" not in header:
                 found.skipped.append((path, "CT image without SeriesInstanceUID"))

@@ -170,18 +170,22 @@ def write_dose(case: Case, index: int, zero: np.ndarray | None, path: Path, uids
 
 
 def write_case(case: Case, changes: Changes, folder: Path, uids: UidMap | None = None,
-               transform: Transform | None = None) -> Written:
+               transform: Transform | None = None, ct_written: Callable[[list[Path]], None] | None = None) -> Written:
     """Write the derived set into ``folder`` (which the caller made atomic); ``transform`` each dataset last.
+
+    The CT series is written first; ``ct_written`` is told its files before the RT objects are written (the
+    pipeline starts checking them there).
 
     Value validation is off while writing: every value is either copied from
     the input (real headers carry malformed dates and the like, which must
     pass through untouched rather than abort the case) or generated here.
     """
     with config.disable_value_validation():
-        return _write_case(case, changes, folder, uids or UidMap(), transform)
+        return _write_case(case, changes, folder, uids or UidMap(), transform, ct_written)
 
 
-def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap, transform: Transform | None) -> Written:
+def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap, transform: Transform | None,
+                ct_written: Callable[[list[Path]], None] | None) -> Written:
     # Reserve UIDs of every object first so cross-references resolve whatever the writing order.
     for ds in case.ct.datasets:
         uids.new(ds.SOPInstanceUID)
@@ -190,6 +194,8 @@ def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap, transf
         uids.new(ds.SOPInstanceUID)
         uids.new(ds.SeriesInstanceUID)
     ct_files = write_ct(case, changes, folder, uids, transform)
+    if ct_written is not None:
+        ct_written(ct_files)
     rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids, transform) if case.structures else None
     rtplan = None
     if case.rtplan is not None:

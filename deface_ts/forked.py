@@ -1,0 +1,92 @@
+"""Run one function in a forked child process beside the caller: the second core of a 2-core machine.
+
+Threads do not help the stages that overlap here: pydicom's parsing and writing hold the GIL. A child made
+by fork shares the caller's memory copy-on-write, so the CT, the plan and the configuration are not pickled;
+only the result (or the exception) travels back, pickled through a pipe. Where fork is not available the
+function runs in the caller when its result is asked for, with the same result.
+
+Fork only while no other thread of this process is running: a child inherits locks held by other threads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Forked(Generic[T]):
+    """``fn(*args)`` started in a forked child now; :meth:`result` waits for it and returns it or raises its error.
+
+    Used as a context manager, a child still running when the block ends (the caller failed) is stopped.
+    """
+
+    def __init__(self, fn: Callable[..., T], *args: Any) -> None:
+        self._call = (fn, args)
+        self._process: Any = None
+        self._done: tuple[str, Any] | None = None
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_child, args=(send, fn, args), daemon=True,
+                                        name=f"deface-ts {getattr(fn, '__name__', 'worker')}")
+        self._process.start()
+        send.close()
+
+    def result(self) -> T:
+        if self._done is None:
+            self._done = self._wait() if self._process is not None else _outcome(*self._call)
+        status, value = self._done
+        if status == "error":
+            raise value
+        return value
+
+    def _wait(self) -> tuple[str, Any]:
+        try:
+            outcome = self._receive.recv()
+        except EOFError:  # killed (OOM, a signal) before it could answer
+            self._process.join()
+            name = getattr(self._call[0], "__name__", "worker")
+            return "error", RuntimeError(f"the forked {name} process ended without a result "
+                                         f"(exit code {self._process.exitcode})")
+        finally:
+            self._receive.close()
+        self._process.join()
+        return outcome
+
+    def __enter__(self) -> Forked[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the child if it has not answered yet (its result is no longer wanted)."""
+        if self._process is not None and self._done is None:
+            self._process.terminate()
+            self._process.join()
+            self._receive.close()
+            self._done = "error", RuntimeError("stopped before it answered")
+
+
+def _outcome(fn: Callable[..., Any], args: tuple) -> tuple[str, Any]:
+    try:
+        return "ok", fn(*args)
+    except Exception as exc:
+        return "error", exc
+
+
+def _child(send: Connection, fn: Callable[..., Any], args: tuple) -> None:
+    status, value = _outcome(fn, args)
+    if status == "error":
+        try:  # an exception the caller could not unpickle (a constructor with other arguments) goes as its text
+            pickle.loads(pickle.dumps(value))
+        except Exception:
+            value = RuntimeError(f"{value.__class__.__name__}: {value}")
+    send.send((status, value))
+    send.close()
