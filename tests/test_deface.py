@@ -267,8 +267,9 @@ def test_post_check_of_the_written_files_fails_closed(phantom, tmp_path, monkeyp
     write_rtstruct = writer.write_rtstruct
     for patient, error in ((None, "the written set does not hold together: .*RTSTRUCT is in frame of reference"),
                            ("someone else", ".*: the written RTSTRUCT does not reference the written CT")):
-        monkeypatch.setattr(writer, "write_rtstruct", lambda case, changes, path, uids, transform, p=patient: (
-            write_rtstruct(case, changes, path, uids, lambda ds: unlinked(transform(ds) if transform else ds, p))))
+        monkeypatch.setattr(writer, "write_rtstruct", lambda case, changes, path, uids, transform, contours, p=patient: (
+            write_rtstruct(case, changes, path, uids, lambda ds: unlinked(transform(ds) if transform else ds, p),
+                           contours)))
         with pytest.raises(PrivacyError, match=f"post-check: {error}"):
             deface(phantom.folder, tmp_path / "out", load_config())
         assert not (tmp_path / "out").exists() and tree_digest(phantom.folder) == before

@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
 from deface_ts import __version__
+from deface_ts.forked import Forked
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.rtstruct import recontour
 from deface_ts.io.dicom.uids import UidMap
@@ -131,19 +132,30 @@ def write_ct(case: Case, changes: Changes, folder: Path, uids: UidMap, transform
     return paths
 
 
-def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap, transform: Transform | None = None) -> Path:
+def recontoured(case: Case, changes: Changes, sop_uids: list[str]) -> list[Dataset | None]:
+    """New ROIContourSequence items of the ROIs ``changes`` names (None: the item stays), in the file's order.
+
+    ``sop_uids``: the written CT slices' SOPInstanceUIDs, for ContourImageSequence.
+    """
+    assert case.structures is not None
+    items: list[Dataset | None] = []
+    for original, roi in zip(case.structures.dataset.ROIContourSequence, _rois_in_contour_order(case)):
+        changed = roi is not None and roi.number in changes.rois
+        items.append(recontour(roi, changes.rois[roi.number], case.ct.hu, sop_uids, original) if changed else None)
+    return items
+
+
+def write_rtstruct(case: Case, changes: Changes, path: Path, uids: UidMap, transform: Transform | None = None,
+                   contours: list[Dataset | None] | None = None) -> Path:
+    """The RTSTRUCT with its changed ROIs contoured again (``contours``: :func:`recontoured`'s items, when they
+    were made beforehand)."""
     structures = case.structures
     assert structures is not None
     ds = _new_identity(structures.dataset, uids)
     if changes.rois:
-        sop_uids = [uids.get(d.SOPInstanceUID) for d in case.ct.datasets]
-        items = []
-        for original, roi in zip(ds.ROIContourSequence, _rois_in_contour_order(case)):
-            if roi is not None and roi.number in changes.rois:
-                item = recontour(roi, changes.rois[roi.number], case.ct.hu, sop_uids, original)
-                items.append(uids.remap(item))
-            else:
-                items.append(original)
+        if contours is None:
+            contours = recontoured(case, changes, [uids.get(d.SOPInstanceUID) for d in case.ct.datasets])
+        items = [original if new is None else uids.remap(new) for original, new in zip(ds.ROIContourSequence, contours)]
         _set(ds, "ROIContourSequence", "SQ", Sequence(items))
     _save(ds, path, transform)
     return path
@@ -193,10 +205,22 @@ def _write_case(case: Case, changes: Changes, folder: Path, uids: UidMap, transf
     for ds in [case.ct.datasets[0], *others]:
         uids.new(ds.SOPInstanceUID)
         uids.new(ds.SeriesInstanceUID)
-    ct_files = write_ct(case, changes, folder, uids, transform)
-    if ct_written is not None:
-        ct_written(ct_files)
-    rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids, transform) if case.structures else None
+    contours = None
+    if case.structures is not None and changes.rois:
+        # Contouring the changed ROIs again (numpy, skimage and pydicom, holding the GIL) runs in a forked child
+        # while this process writes the CT slices.
+        contours = Forked(recontoured, case, changes, [uids.get(d.SOPInstanceUID) for d in case.ct.datasets])
+    try:
+        ct_files = write_ct(case, changes, folder, uids, transform)
+        if ct_written is not None:
+            ct_written(ct_files)
+        rtstruct = None
+        if case.structures is not None:
+            rtstruct = write_rtstruct(case, changes, folder / "RTSTRUCT.dcm", uids, transform,
+                                      contours.result() if contours is not None else None)
+    finally:
+        if contours is not None:
+            contours.stop()
     rtplan = None
     if case.rtplan is not None:
         rtplan = folder / "RTPLAN.dcm"

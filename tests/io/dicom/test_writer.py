@@ -18,6 +18,7 @@ from tests.checkers import (
     requires_plastimatch,
     resample_nearest,
 )
+from tests.conftest import copy_study
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,34 @@ def test_changes_write_exactly_what_changed(phantom, tmp_path):
     ds = again.ct.datasets[0]
     assert ds.ImageType[0] == "DERIVED" and ds.RecognizableVisualFeatures == "NO"
     assert ds.DeidentificationMethodCodeSequence[0].CodeValue == "113102"
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_contours_made_in_the_forked_child_write_the_same_bytes(phantom_cache, tmp_path, implicit):
+    """write_case contours the changed ROIs in a forked child: the RTSTRUCT is byte-identical to contouring inline."""
+    from deface_ts.io.dicom.writer import write_rtstruct
+
+    study = phantom_cache()
+    folder = copy_study(study, tmp_path / "study")
+    if implicit:  # an implicit-VR RTSTRUCT: the new items take its encoding
+        path = folder / study.rtstruct_file.relative_to(study.folder)
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    case = load_case(folder)
+    body = case.structures.by_role("body")[0]
+    cut = body.mask.full(case.ct.hu.shape)
+    cut[:, :, :60] = False
+    changes = Changes(rois={body.number: cut})
+    write_case(case, changes, tmp_path / "forked", UidMap("same"))
+    uids = UidMap("same")
+    for ds in case.ct.datasets:
+        uids.new(ds.SOPInstanceUID)
+    for ds in (case.ct.datasets[0], case.structures.dataset):
+        uids.new(ds.SOPInstanceUID)
+        uids.new(ds.SeriesInstanceUID)
+    write_rtstruct(case, changes, tmp_path / "inline.dcm", uids)  # no contours given: made here, in this process
+    assert (tmp_path / "forked" / "RTSTRUCT.dcm").read_bytes() == (tmp_path / "inline.dcm").read_bytes()
 
 
 def test_stored_values_clip_to_the_stored_range(phantom_cache, tmp_path):
