@@ -142,9 +142,10 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         raise PrivacyError(f"cannot plan the removal: {exc}") from None
     s, a, l = view.coordinates
     eyes = view.view(location.eye_mask())
-    idx = np.argwhere(eyes)
-    if idx.size == 0:
+    box = bounding_box(eyes)
+    if box is None:
         raise PrivacyError("eye landmarks are empty; cannot locate the face")
+    idx = np.argwhere(eyes[box]) + [b.start for b in box]  # in the eyes' box: argwhere over the CT takes 80 ms
     a_mid = (a[idx[:, 1].min()] + a[idx[:, 1].max()]) / 2.0
     # The plane passes through the AP midpoint (defaceRT), and never in front of an eye's centre voxel,
     # so the landmarks themselves are always inside the region (the post-check demands it).
