@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from deface_ts.checks.position import decide_position
-from deface_ts.checks.verify import post_check_ct, post_check_links, post_check_volume, visual_check
+from deface_ts.checks.verify import VisualVerification, post_check_ct, post_check_links, post_check_volume
 from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier
@@ -64,33 +64,35 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     ct = case.ct
     with timer.stage("segment"):
         location = case.locator(config).locate(ct)
-    with timer.stage("plan"):
-        body = case.body(config)
-        plan = plan_removal(ct, body, location, case.protected(config), config)
-        position = decide_position(ct, body, location, case.patient_position)
-    with timer.stage("apply"):
-        case.apply(plan, body, config)
-    with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
-        with timer.stage("write"):
-            case.write(tmp, plan, location, config)
-        with timer.stage("post_check"):
-            written, check = case.check(tmp, plan, location, config)
-        with timer.stage("verify"):
-            visual, renders = verify_visually(ct, written, config, Path(output), location)
-        pictures = {}
-        if config.verify.pictures:
-            with timer.stage("qc_pictures"):
-                pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses(), renders)
-        report = build_report(ct, location, plan, config, timer.seconds, check)
-        report.update(case.describe(Path(output)))
-        report["patient_position"] = position
-        report["verify"] = visual
-        if config.verify.pictures:
-            report["qc_pictures"] = pictures
-        report = case.deidentify_report(report, Path(input))
-        write_report(tmp / "report.json", report)
-        case.check_shareable(tmp)  # after report.json: the report is searched too
-        case.write_linkage(linkage_file)  # before the output appears: a shared set is never without its linkage
+    # The visual verification looks at the original from here on, beside the stages below.
+    with VisualVerification(ct, config.verify, failure_folder(Path(output)), eyes_mm(location)) as verification:
+        with timer.stage("plan"):
+            body = case.body(config)
+            plan = plan_removal(ct, body, location, case.protected(config), config)
+            position = decide_position(ct, body, location, case.patient_position)
+        with timer.stage("apply"):
+            case.apply(plan, body, config)
+        with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
+            with timer.stage("write"):
+                case.write(tmp, plan, location, config)
+            with timer.stage("post_check"):
+                written, check = case.check(tmp, plan, location, config)
+            with timer.stage("verify"):
+                visual, renders = verification.judge(written)
+            pictures = {}
+            if config.verify.pictures:
+                with timer.stage("qc_pictures"):
+                    pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses(), renders)
+            report = build_report(ct, location, plan, config, timer.seconds, check)
+            report.update(case.describe(Path(output)))
+            report["patient_position"] = position
+            report["verify"] = visual
+            if config.verify.pictures:
+                report["qc_pictures"] = pictures
+            report = case.deidentify_report(report, Path(input))
+            write_report(tmp / "report.json", report)
+            case.check_shareable(tmp)  # after report.json: the report is searched too
+            case.write_linkage(linkage_file)  # before the output appears: a shared set is never without its linkage
     return report
 
 
@@ -347,15 +349,13 @@ def is_nifti(path: Path) -> bool:
     return Path(path).name.lower().endswith((".nii", ".nii.gz"))
 
 
-def verify_visually(before: Volume, after: Volume, config: Config, output: Path,
-                    location: FaceLocation) -> tuple[dict, tuple | None]:
-    """The visual verification (see :func:`deface_ts.checks.verify.visual_check`), or a record that it was off."""
-    if config.verify.mode == "off":
-        return {"mode": "off", "status": "not verified (verify off)"}, None
-    failure_folder = output.parent / f"{output.name}.verify-failed"
-    eyes_mm = np.array([eye.centre_mm for eye in location.eyes]) if len(location.eyes) == 2 else None
-    result, before_renders, after_renders = visual_check(before, after, config.verify, failure_folder, eyes_mm)
-    return result, (before_renders, after_renders)
+def failure_folder(output: Path) -> Path:
+    """Where the pictures of a failed visual verification go: beside the output, which never appears."""
+    return output.parent / f"{output.name}.verify-failed"
+
+
+def eyes_mm(location: FaceLocation) -> np.ndarray | None:
+    return np.array([eye.centre_mm for eye in location.eyes]) if len(location.eyes) == 2 else None
 
 
 def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, location: FaceLocation,

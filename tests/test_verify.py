@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,3 +165,35 @@ def test_skin_level_comes_from_the_config(face_ct, tmp_path):  # noqa: F811
     _, bone, _ = visual_check(face_ct, face_ct, VerifyConfig(mode="report", skin_hu=200.0), tmp_path / "b")
     a, b = skin[0.0], bone[0.0]
     assert a.pixel_mm == b.pixel_mm and b.mask.sum() < 0.9 * a.mask.sum()  # the skull's silhouette is smaller
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deface_ts.apps.cli", *args], capture_output=True, text=True)
+
+
+def test_verification_runs_beside_the_pipeline_in_a_fresh_process(phantom_cache, tmp_path):
+    """A fresh CLI process has used no detector, VTK or torch when the face is located: the verification is
+    forked there and looks at the original beside the planning and writing. Its verdict is the one the
+    check gives run in one piece; a partial defacing fails from the child with its pictures, nothing written."""
+    study = phantom_cache()
+    run = _cli("deface", str(study.folder), str(tmp_path / "out"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    forked = json.loads((tmp_path / "out" / "report.json").read_text())["verify"]
+    assert forked["ran"].startswith("beside the pipeline") and forked["decided_by"] == "verified"
+    case = load_case(study.folder)
+    written = load_case(tmp_path / "out" / "dicom")
+    eyes = np.array([[float(v) for v in p] for p in forked_eyes(tmp_path / "out")])
+    whole, _, _ = visual_check(case.ct.hu, written.ct.hu, VerifyConfig(), tmp_path / "failed", eyes)
+    assert whole["status"] == forked["status"] and whole["views"] == forked["views"]
+    assert whole["identity"] == forked["identity"]
+
+    config = tmp_path / "upper.yaml"
+    config.write_text("region:\n  kind: upper\n")
+    run = _cli("deface", str(study.folder), str(tmp_path / "upper"), "--config", str(config), "--quiet")
+    assert run.returncode == 6 and re.search("visible after defacing|recognisable after defacing", run.stderr)
+    assert not (tmp_path / "upper").exists() and (tmp_path / "upper.verify-failed" / "verify.json").exists()
+
+
+def forked_eyes(output) -> list[list[float]]:
+    """The eye centres the run used (report.json), in the order the locator gave them."""
+    return list(json.loads((output / "report.json").read_text())["landmarks"]["eye_centres_mm"].values())

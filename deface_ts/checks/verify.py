@@ -14,7 +14,12 @@ left the face in the files is caught before the output folder appears.
 from __future__ import annotations
 
 import json
+import mmap
+import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ from deface_ts.checks import identity
 from deface_ts.checks.identity import IdentityResult
 from deface_ts.config import Config, VerifyConfig
 from deface_ts.errors import InputError, PrivacyError
+from deface_ts.forked import Forked
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.ct import load_ct
@@ -153,7 +159,9 @@ def visual_check(before: Volume, after: Volume, config: VerifyConfig, failure_fo
     Two rules judge the written CT (docs/verification.md): the detection rule (a face
     counted on the defaced render) and the identity rule (the defaced face nearer its
     original than ``config.identity_threshold``, at the original's face box or, where no detector
-    found the original, the box projected from ``eyes_mm`` and the nose).
+    found the original, the box projected from ``eyes_mm`` and the nose). In the pipeline the
+    two halves, :func:`look_at_original` and :func:`judge_written`, run apart
+    (:class:`VisualVerification`).
 
     Raises
     ------
@@ -164,63 +172,136 @@ def visual_check(before: Volume, after: Volume, config: VerifyConfig, failure_fo
     BlankRenderError
         A render shows no surface: never pass blind.
     """
+    return judge_written(look_at_original(before, config, eyes_mm), after, config, failure_folder, eyes_mm)
+
+
+@dataclass
+class Original:
+    """What the verification sees of the original CT: its renders, the detections, the identity boxes and
+    descriptors."""
+
+    renders: dict[float, Render]
+    seen: dict
+    boxes: dict
+    described: dict
+
+
+def look_at_original(before: Volume, config: VerifyConfig, eyes_mm: np.ndarray | None) -> Original:
+    """The original rendered at the configured angles, searched by every detector, its faces embedded."""
+    from deface_ts.vision import faces
+
+    renders = _render(before, config, angles=tuple(config.angles))
+    seen = faces.faces_in_views(renders, verify_detectors(config))
+    boxes = identity.face_boxes(renders, seen, eyes_mm)
+    return Original(renders, seen, boxes, identity.descriptors(renders, boxes))
+
+
+def judge_written(original: Original, after: Volume, config: VerifyConfig, failure_folder: Path,
+                  eyes_mm: np.ndarray | None) -> tuple[dict, dict, dict]:
+    """The written CT rendered with the original's cameras and judged by both rules (:func:`visual_check`).
+
+    dlib embeds the defaced faces while the detectors search the defaced views (mtcnn's OpenCV
+    nets release the GIL; dlib's ResNet holds it for each whole descriptor: benchmarks/README.md,
+    "identity check"). No detector or model object is used by two threads at once.
+    """
+    from deface_ts.vision import faces
+
     detectors = verify_detectors(config)
-    before_renders, after_renders, seen_before, seen_after, judged = _render_and_detect(before, after, config,
-                                                                                         detectors, eyes_mm)
-    visible_before = bool(_counted(seen_before, config))
+    after_renders = _render(after, config, frame=original.renders)
+    with ThreadPoolExecutor(1) as pool:
+        embedding = pool.submit(identity.descriptors, after_renders, original.boxes)
+        seen_after = faces.faces_in_views(after_renders, detectors)
+        described_after = embedding.result()
+    judged = identity.judge(original.boxes, original.described, described_after, config.identity_threshold, eyes_mm)
+    visible_before = bool(_counted(original.seen, config))
     found_after = _counted(seen_after, config)
     status, decided_by = verdict(visible_before, found_after, judged)
     result = {
         "mode": config.mode,
         "status": status,
         "decided_by": decided_by,
-        "backend": next(iter(before_renders.values())).backend,
+        "backend": next(iter(original.renders.values())).backend,
         "detectors": detectors,
         "angles": [float(a) for a in config.angles],
         "count_scores": dict(COUNT_SCORES),
         "identity": judged.to_report(),
-        "views": _views(seen_before, seen_after, found_after, judged),
-        "detections_before": _summary(seen_before),
+        "views": _views(original.seen, seen_after, found_after, judged),
+        "detections_before": _summary(original.seen),
         "detections_after": _summary(seen_after),
     }
     if config.mode == "enforce" and decided_by != "verified":
         _refuse(result, found_after, judged, failure_folder, after_renders, seen_after)
-    return result, before_renders, after_renders
+    return result, original.renders, after_renders
 
 
-def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, detectors: list[str],
-                       eyes_mm: np.ndarray | None):
-    """Renders, detections and the identity verdict; native work overlapped where it is safe.
-
-    The detectors read the original's views, and dlib embeds them, while the written CT is
-    rendered; the defaced views are searched while dlib embeds them. Only part of this runs
-    side by side: mtcnn's OpenCV nets release the GIL, but dlib's ResNet holds it for each
-    whole descriptor and VTK for most of a render (benchmarks/README.md, "identity check").
-    No detector or model object is used by two threads at once.
-    """
-    from deface_ts.vision import faces
+def _render(ct: Volume, config: VerifyConfig, **camera: Any) -> dict[float, Render]:
     from deface_ts.vision.render import render_views
 
-    def render(ct: Volume, **camera: Any) -> dict[float, Render]:
-        return render_views(ct, backend=config.backend, threshold_hu=config.skin_hu,
-                            opening_mm=config.strip_opening_mm, margin_mm=config.strip_margin_mm, **camera)
+    return render_views(ct, backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
+                        margin_mm=config.strip_margin_mm, **camera)
 
-    before_renders = render(before, angles=tuple(config.angles))
 
-    def look_at_original():
-        seen = faces.faces_in_views(before_renders, detectors)
-        boxes = identity.face_boxes(before_renders, seen, eyes_mm)
-        return seen, boxes, identity.descriptors(before_renders, boxes)
+class VisualVerification:
+    """The visual verification, begun as soon as the face is located; used as a context manager.
 
-    with ThreadPoolExecutor(1) as pool:
-        looking = pool.submit(look_at_original)
-        after_renders = render(after, frame=before_renders)
-        seen_before, boxes, described_before = looking.result()
-        embedding = pool.submit(identity.descriptors, after_renders, boxes)
-        seen_after = faces.faces_in_views(after_renders, detectors)
-        described_after = embedding.result()
-    judged = identity.judge(boxes, described_before, described_after, config.identity_threshold, eyes_mm)
-    return before_renders, after_renders, seen_before, seen_after, judged
+    A forked child renders the original and looks at it (:func:`look_at_original`) while this
+    process plans, writes and post-checks the removal; :meth:`judge` hands it the written CT
+    through shared memory and waits for its verdict (:func:`judge_written`), pictures of a failure
+    included. The original's half then costs no wall time where a second core is free. Where this
+    process has already run a detector, VTK or torch (a render locator, TotalSegmentator), whose
+    threads and contexts a fork would copy half made, or runs other threads, both halves run here
+    in :meth:`judge`.
+    """
+
+    def __init__(self, before: Volume, config: VerifyConfig, failure_folder: Path, eyes_mm: np.ndarray | None):
+        self.before, self.config, self.failure_folder, self.eyes_mm = before, config, failure_folder, eyes_mm
+        self._job: Forked[tuple[dict, dict, dict]] | None = None
+        if config.mode == "off" or not fork_is_safe():
+            return
+        self._written = np.frombuffer(mmap.mmap(-1, before.array.nbytes), before.array.dtype).reshape(before.shape)
+        self._ready, self._tell = os.pipe()
+        self._job = Forked(self._judge_in_child)
+
+    def judge(self, after: Volume) -> tuple[dict, tuple[dict, dict] | None]:
+        """(the report's verify section, (renders before, after) or None when verification is off)."""
+        if self.config.mode == "off":
+            return {"mode": "off", "status": "not verified (verify off)"}, None
+        if self._job is None:
+            result, before, after_renders = visual_check(self.before, after, self.config, self.failure_folder,
+                                                         self.eyes_mm)
+            result["ran"] = "in the pipeline"
+        else:
+            if after.array.dtype != self._written.dtype or not after.same_grid(self.before):
+                raise PrivacyError("verify: the written CT is not on the input grid")
+            self._written[...] = after.array
+            os.write(self._tell, b"!")
+            result, before, after_renders = self._job.result()
+            result["ran"] = "beside the pipeline (forked when the face was located)"
+        return result, (before, after_renders)
+
+    def _judge_in_child(self) -> tuple[dict, dict, dict]:
+        os.close(self._tell)  # so that a read sees the end of the pipe when the pipeline is gone
+        original = look_at_original(self.before, self.config, self.eyes_mm)
+        if os.read(self._ready, 1) != b"!":
+            raise RuntimeError("the pipeline ended before the written CT was ready")
+        return judge_written(original, self.before.with_array(self._written), self.config, self.failure_folder,
+                             self.eyes_mm)
+
+    def __enter__(self) -> VisualVerification:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._job is not None:
+            self._job.stop()
+            os.close(self._ready)
+            os.close(self._tell)
+            self._job = None
+
+
+def fork_is_safe() -> bool:
+    """No other thread runs and no native library with threads or GL contexts of its own has been used."""
+    native = ("cv2", "mediapipe", "dlib", "torch", "vtkmodules.vtkRenderingOpenGL2", "tensorflow")
+    return threading.active_count() == 1 and not any(name in sys.modules for name in native)
 
 
 def verdict(visible_before: bool, found_after: list, judged: IdentityResult) -> tuple[str, str]:
