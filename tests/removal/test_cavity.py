@@ -13,7 +13,7 @@ import pytest
 from deface_ts.config import EyesConfig, load_config
 from deface_ts.errors import CavityError
 from deface_ts.geometry.masks import body_from_hu
-from deface_ts.geometry.volume import ANTERIOR, Volume
+from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.eyes import RoiEyeLocator
 from deface_ts.removal.plan import check_brain_side, plan_removal
@@ -37,11 +37,8 @@ def frontal_patch(ct: Volume, radius_mm: float) -> np.ndarray:
 @pytest.mark.parametrize("change", ["craniectomy", "partial-volume bone"])
 def test_no_brain_removed_through_a_weak_skull(case, change):
     ct = case.ct.hu
-    hu = ct.array.astype(np.float32).copy()
-    patch = frontal_patch(ct, 20.0)
-    assert patch.sum() > 50
-    hu[patch] = 40.0 if change == "craniectomy" else np.linspace(150.0, 240.0, int(patch.sum()))
-    weak = Volume(hu, ct.affine)
+    weak = weakened(ct, change)
+    hu = weak.array
     brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
     config = load_config()
     location = RoiEyeLocator(case.structures, EyesConfig()).locate(weak)
@@ -52,6 +49,37 @@ def test_no_brain_removed_through_a_weak_skull(case, change):
     assert in_front.sum() > 100
     assert not plan.removed[brain].any()  # ... and none of them is removed
     assert plan.brain_side_removed_cc == 0.0
+
+
+def weakened(ct: Volume, change: str) -> Volume:
+    """The phantom's frontal bone opened (a craniectomy filled with soft tissue) or thinned to partial volume."""
+    hu = ct.array.astype(np.float32).copy()
+    patch = frontal_patch(ct, 20.0)
+    assert patch.sum() > 50
+    if change == "craniectomy":
+        hu[patch] = 40.0
+    elif change == "partial-volume bone":
+        hu[patch] = np.linspace(150.0, 240.0, int(patch.sum()))
+    return Volume(hu, ct.affine)
+
+
+@pytest.mark.parametrize("method", ["face", "union"])
+@pytest.mark.parametrize("change", ["intact skull", "craniectomy", "partial-volume bone"])
+def test_a_face_mask_reaching_into_the_cavity_removes_no_brain(case, change, method):
+    """A face mask 45 mm deep from the nose up to the forehead takes in the frontal lobes (through the skull):
+    its region keeps the same brain side as the eye region, through an intact, opened or thinned frontal bone."""
+    from deface_ts.locate.base import FaceLocation
+
+    ct = weakened(case.ct.hu, change)
+    brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
+    config = load_config()
+    body = body_from_hu(ct.array, config.region.body_hu)
+    deep = body & (ct.axis_coordinate(ANTERIOR) > 52.0) & (ct.axis_coordinate(SUPERIOR) < 60.0)
+    assert (deep & brain).sum() > 200  # the mask itself reaches into the brain
+    eyes = RoiEyeLocator(case.structures, EyesConfig()).locate(ct).eyes
+    plan = plan_removal(ct, body, FaceLocation(method, eyes, face_mask=deep), [], config)
+    assert (plan.provenance == 5).sum() > 1000  # the face mask's region is there ...
+    assert not plan.removed[brain].any() and plan.brain_side_removed_cc == 0.0  # ... and takes no brain
 
 
 def test_a_plan_reaching_into_the_brain_is_refused(case):
