@@ -147,6 +147,9 @@ class RenderLocator:
                                            f"by {self.min_detectors} detector(s)" if found else "no face"))
             return None
         group = eyes_agreeing(view, group)
+        if len(group) < self.min_detectors:
+            problems.append(f"{pose}: the detectors place the eyes more than {EYE_AGREEMENT_MM:g} mm apart")
+            return None
         marks = back_project(view, group)
         trouble = check_landmarks(marks, frame=view_frame(view))
         if trouble:
