@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from deface_ts.apps.cli import main
 from deface_ts.geometry.masks import body_from_hu
-from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
+from deface_ts.geometry.volume import ANTERIOR, POSTERIOR, SUPERIOR, Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.ct_eyes import WATER_HU, CtEyeLocator
@@ -82,6 +82,43 @@ def test_render_locator_agrees_on_the_real_head(cranium):
         pytest.skip("no face detector with landmarks installed (the 'privacy' extra; scripts/setup.sh installs it)")
     distances = agreement(CtEyeLocator().locate(cranium), RenderLocator().locate(cranium))
     assert sorted(distances) == ["left", "right"] and max(distances.values()) < 10.0, distances
+
+
+@pytest.mark.parametrize("change", ["4 mm voxels", "3 mm slices", "4.5 mm slices", "pitched +20°", "pitched -20°",
+                                    "cut above the brow"])
+def test_render_locator_finds_the_real_eyes_as_real_scans_vary(cranium, change):
+    """Coarse voxels (as the low-resolution NIfTI heads of issue 11), thick slices, a flexed or extended head
+    (padded below first, so the chin the rotation brings down stays in the scan), a scan that stops 16 mm above
+    the eyes: the render locator, numpy ray caster, same parameters, within 10 mm of the CT eye finder's eyes."""
+    from deface_ts.locate.render import LANDMARK_DETECTORS, RenderLocator
+    from deface_ts.phantom.variants import cut_field, pitched, to_spacing
+    from deface_ts.vision import faces
+
+    if not any(d in LANDMARK_DETECTORS for d in faces.available_detectors()):
+        pytest.skip("no face detector with landmarks installed (the 'privacy' extra; scripts/setup.sh installs it)")
+    truth = {e.side: e.centre_mm for e in CtEyeLocator().locate(cranium).eyes}
+    eyes = (truth["left"] + truth["right"]) / 2.0
+    if change == "4 mm voxels":
+        ct = to_spacing(cranium, (4.0, 4.0, 4.0))
+    elif change.endswith("slices"):
+        ct = to_spacing(cranium, (float(change.split()[0]), 1.0, 1.0))
+    elif change.startswith("pitched"):
+        ct, truth = pitched(padded_below(cranium, 40.0), 20.0 if "+" in change else -20.0, truth,
+                            centre_mm=eyes + 80.0 * POSTERIOR)
+    else:
+        ct = cut_field(cranium, above_mm=float(eyes @ SUPERIOR) + 16.0)
+    location = RenderLocator(backend="numpy").locate(ct)
+    for eye in location.eyes:
+        assert np.linalg.norm(eye.centre_mm - truth[eye.side]) < 10.0, (change, eye.side, location.notes)
+
+
+def padded_below(ct: Volume, mm: float) -> Volume:
+    """``mm`` of air slices added below the lowest slice (slices run inferior to superior here)."""
+    n = int(np.ceil(mm / ct.spacing[0]))
+    affine = ct.affine.copy()
+    affine[:3, 3] -= n * ct.affine[:3, 0]
+    air = np.full((n, *ct.shape[1:]), -1000, dtype=ct.array.dtype)
+    return Volume(np.concatenate([air, ct.array]), affine)
 
 
 def check_defaced(ct: Volume, defaced: Volume, report: dict) -> None:

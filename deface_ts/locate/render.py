@@ -3,19 +3,26 @@
 When a CT has no eye ROIs and no segmentation weights are installed, the face is
 found the way a person would find it: render the skin from the front
 (`deface_ts.vision.render`), run the packaged face detectors on the image
-(`deface_ts.vision.faces`), and back-project their 2-D landmarks (eyes, nose, mouth)
-through the render's depth map to the skin point each one shows, in LPS.
+(`deface_ts.vision.faces`), place their landmarks with the dense models
+(`deface_ts.vision.landmarks`: dlib's 68 points, mediapipe's face mesh), and
+back-project the eyes, nose and mouth through the render's depth map to the skin
+point each one shows, in LPS. A head flexed or extended on the head rest, or
+turned on it, is not frontal from the front: when the frontal view gives no face
+that two detectors agree on, the camera is tilted and turned (`SEARCH`) and the
+view where the detectors agree best is taken.
 
 A detected eye is a point on the skin over the globe (the closed lid or the
-cornea). The globe's centre lies behind it along the patient's posterior axis
-(from the LPS convention, not from array axes): by the lid's thickness plus the
-globe's radius. Each eye becomes a sphere of that radius on the CT grid, which is
-all the planner (`deface_ts.removal.plan.face_region`) needs to build the removal region.
+cornea). The globe's centre lies behind it along the view's ray (the face's
+posterior, in the view that shows it frontally): by the lid's thickness plus the
+globe's radius, then moved to the globe itself where the CT shows one. Each eye
+becomes a sphere of that radius on the CT grid, which is all the planner
+(`deface_ts.removal.plan.face_region`) needs to build the removal region.
 
 Nothing here is trusted blindly: a detection must be a valid face on the render
 (`faces.valid_detections`), and its landmarks must make an upright human face in
-patient space (`check_landmarks`). Otherwise the locator raises PrivacyError and
-the case stops: never deface without knowing where the face is.
+patient space, upright in the view's frame (`check_landmarks`). Otherwise the
+locator raises PrivacyError and the case stops: never deface without knowing
+where the face is.
 """
 
 from __future__ import annotations
@@ -28,16 +35,26 @@ from scipy import signal
 from deface_ts.errors import ConfigError, PrivacyError
 from deface_ts.geometry.volume import ANTERIOR, LEFT, POSTERIOR, SUPERIOR, Volume
 from deface_ts.locate.base import Eye, FaceLocation
-from deface_ts.vision import faces
+from deface_ts.vision import faces, landmarks
 from deface_ts.vision.cameras import Render
 from deface_ts.vision.faces import Detection
-from deface_ts.vision.render import render_views
-from deface_ts.vision.skin import strip_immobilisation
+from deface_ts.vision.render import render_poses
+from deface_ts.vision.skin import skin_field, strip_immobilisation
 
-#: Views tried in turn: the frontal one, then ±30° for a head turned on the head rest.
-ANGLES = ((0.0,), (30.0, -30.0))
+#: Camera poses (yaw, pitch) in degrees. The frontal view first: where two detectors agree on a face there,
+#: it is taken. Otherwise the search: the camera tilted for a head flexed (+) or extended (-) on the head rest,
+#: and turned ±30° for one rolled to the side; the view where the detectors agree best wins.
+FRONTAL = ((0.0, 0.0),)
+SEARCH = ((0.0, 15.0), (0.0, -15.0), (0.0, 30.0), (0.0, -30.0), (30.0, 0.0), (-30.0, 0.0))
+#: Agreeing detectors that make the frontal view enough (fewer where fewer are installed).
+ENOUGH_DETECTORS = 2
+#: The skin render's smoothing, as a fraction of each axis' spacing (at least 1 mm): a 3-5 mm slice's
+#: staircase becomes a slope instead of stripes across the face (`deface_ts.vision.skin.skin_field`).
+SMOOTH_VOXELS = 0.5
 #: Detectors that give eye landmarks. Haar gives a box only, and fires on flat cut planes.
 LANDMARK_DETECTORS = ("mtcnn", "mediapipe", "dlib_hog")
+#: Two detectors' estimates of one eye farther apart than a globe's radius (mm) are not of the same globe.
+EYE_AGREEMENT_MM = 12.0
 #: Adult interpupillary distance is 54-74 mm; the bounds leave room for children and landmark error.
 EYE_DISTANCE_MM = (40.0, 90.0)
 #: The nose tip lies 20-60 mm below the eyes (landmarks: pupils and nose tip or base).
@@ -103,25 +120,42 @@ class RenderLocator:
 
     def locate(self, ct: Volume) -> FaceLocation:
         names = self._detector_names()
-        skin = strip_immobilisation(ct.array, ct.spacing)  # once, for every view
+        # the skin and its smoothed field once, for every view
+        field = skin_field(ct, strip_immobilisation(ct.array, ct.spacing), smooth_voxels=SMOOTH_VOXELS)
         problems: list[str] = []
-        for angles in ANGLES:
-            for angle, view in render_views(ct, angles, backend=self.backend, skin=skin).items():
-                found = faces.valid_detections(view, faces.detect(view.image, names))
-                group = best_group(found, self.min_detectors)
-                if group is None:
-                    problems.append(f"{angle:+g}°: " + (f"{len(found)} face box(es), none with eye landmarks found "
-                                                        f"by {self.min_detectors} detector(s)" if found else "no face"))
-                    continue
-                marks = back_project(view, group)
-                trouble = check_landmarks(marks)
-                if trouble:
-                    problems.append(f"{angle:+g}°: " + "; ".join(trouble))
-                    continue
-                return self._location(ct, view, group, marks)
-        raise PrivacyError(f"render locator found no face on the skin render ({', '.join(names)}): "
-                           f"{' | '.join(problems)}. Nothing was written; use eye ROIs (--method eyes) or "
-                           "TotalSegmentator (--method face).")
+        best: Reading | None = None
+        for poses in (FRONTAL, SEARCH):
+            for view in render_poses(field, list(poses), backend=self.backend):
+                reading = self._read(view, names, problems)
+                if reading is not None and (best is None or reading.rank > best.rank):
+                    best = reading
+            if best is not None and len(best.group) >= min(ENOUGH_DETECTORS, len(names)):
+                break
+        if best is None:
+            raise PrivacyError(f"render locator found no face on the skin render ({', '.join(names)}): "
+                               f"{' | '.join(problems)}. Nothing was written; use eye ROIs (--method eyes) or "
+                               "TotalSegmentator (--method face).")
+        return self._location(ct, best.view, best.group, best.marks)
+
+    def _read(self, view: Render, names: list[str], problems: list[str]) -> Reading | None:
+        """The face on one view, or None with the reason appended to ``problems``."""
+        found = faces.valid_detections(view, landmarks.refine(view.image, faces.detect(view.image, names)))
+        group = best_group(found, self.min_detectors)
+        pose = _pose(view)
+        if group is None:
+            problems.append(f"{pose}: " + (f"{len(found)} face box(es), none with eye landmarks found "
+                                           f"by {self.min_detectors} detector(s)" if found else "no face"))
+            return None
+        group = eyes_agreeing(view, group)
+        if len(group) < self.min_detectors:
+            problems.append(f"{pose}: the detectors place the eyes more than {EYE_AGREEMENT_MM:g} mm apart")
+            return None
+        marks = back_project(view, group)
+        trouble = check_landmarks(marks, frame=view_frame(view))
+        if trouble:
+            problems.append(f"{pose}: " + "; ".join(trouble))
+            return None
+        return Reading(view, group, marks)
 
     def _detector_names(self) -> list[str]:
         if self.detectors is None:
@@ -141,11 +175,11 @@ class RenderLocator:
 
     def _location(self, ct: Volume, view: Render, group: list[Detection], marks: dict[str, np.ndarray]) -> FaceLocation:
         depth = self.lid_mm + self.eye_radius_mm
-        source = f"render {view.angle:+g}° ({'+'.join(d.detector for d in group)})"
+        source = f"render {_pose(view)} ({'+'.join(d.detector for d in group)})"
         eyes = []
         found_in_ct = []
         for side in ("left", "right"):
-            centre = marks[f"eye_{side}"] + depth * POSTERIOR
+            centre = marks[f"eye_{side}"] + depth * view.ray  # the face's posterior: frontal in this view
             globe = find_globe(ct, centre, self.eye_radius_mm, self.search_mm) if self.search_mm > 0 else None
             if globe is not None:
                 found_in_ct.append(f"{side} {np.linalg.norm(globe - centre):.1f} mm")
@@ -154,10 +188,10 @@ class RenderLocator:
             if not mask.any():
                 raise PrivacyError(f"the {side} eye found on the render ({_mm(centre)} mm) lies outside the CT grid")
             eyes.append(Eye(source, side, centre, mask))
-        notes = [f"render locator: view {view.angle:+g}° ({view.backend}), detectors "
+        notes = [f"render locator: view {_pose(view)} ({view.backend}), detectors "
                  + ", ".join(f"{d.detector} {d.score:.2f}" for d in group),
                  f"eye surface points (mm): left {_mm(marks['eye_left'])}, right {_mm(marks['eye_right'])}; "
-                 f"centres {depth:g} mm posterior; globe found in the CT (moved by): "
+                 f"centres {depth:g} mm behind them along the view; globe found in the CT (moved by): "
                  + (", ".join(found_in_ct) or "none"),
                  f"nose (mm): {_mm(marks['nose'])}"]
         if "mouth" in marks:
@@ -165,7 +199,58 @@ class RenderLocator:
         return FaceLocation(self.name, eyes, notes=notes)
 
 
+@dataclass
+class Reading:
+    """A face read on one view: the agreeing detections and their landmarks on the skin (LPS, mm)."""
+
+    view: Render
+    group: list[Detection]
+    marks: dict[str, np.ndarray]
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """More agreeing detectors first, then the tighter agreement on the eyes (mm, negated)."""
+        return len(self.group), -eye_spread_mm(self.view, self.group)
+
+
 # ------------------------------------------------------------------------------------------ steps
+def eye_spread_mm(view: Render, group: list[Detection]) -> float:
+    """How far (mm on the image plane, mean over both eyes) the detectors' eye landmarks lie from their mean."""
+    spread = []
+    for side in ("eye_left", "eye_right"):
+        xy = np.array([d.landmarks[side] for d in group], dtype=float)
+        spread.append(float(np.linalg.norm(xy - xy.mean(axis=0), axis=1).mean()))
+    return float(np.mean(spread)) * view.pixel_mm
+
+
+def eyes_agreeing(view: Render, group: list[Detection]) -> list[Detection]:
+    """The detections whose eyes lie within a globe's radius (`EYE_AGREEMENT_MM`) of the most-agreed one's.
+
+    Boxes that overlap can still put the eyes in different places (a detector misreading a noisy or cut
+    render); two estimates of one eye farther apart than a globe's radius cannot both be on that globe,
+    so the landmarks are averaged only over the largest consistent subset (ties: `faces.DETECTORS` order).
+    """
+    def close(a: Detection, b: Detection) -> bool:
+        return all(np.hypot(*np.subtract(a.landmarks[s], b.landmarks[s])) * view.pixel_mm <= EYE_AGREEMENT_MM
+                   for s in ("eye_left", "eye_right"))
+
+    reference = max(group, key=lambda a: (sum(close(a, b) for b in group), -group.index(a)))
+    return [d for d in group if close(reference, d)]
+
+
+def view_frame(view: Render) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The face's (left, superior, anterior) as this camera sees it upright and frontal (LPS unit vectors).
+
+    In the frontal, level view these are the patient's axes; in a tilted or turned view they are the
+    axes of the head that view shows frontally, the one the detectors found.
+    """
+    return view.right, -view.down, -view.ray
+
+
+def _pose(view: Render) -> str:
+    return f"{view.angle:+g}°" + (f" pitch {view.pitch:+g}°" if view.pitch else "")
+
+
 def best_group(found: list[Detection], min_detectors: int = 1) -> list[Detection] | None:
     """The detections to trust: the place most detectors agree on, one detection per detector.
 
@@ -219,36 +304,40 @@ def _surface_point(view: Render, xy: tuple[float, float], window_px: int) -> np.
             + depth * view.ray)
 
 
-def check_landmarks(marks: dict[str, np.ndarray]) -> list[str]:
+def check_landmarks(marks: dict[str, np.ndarray],
+                    frame: tuple[np.ndarray, np.ndarray, np.ndarray] = (LEFT, SUPERIOR, ANTERIOR)) -> list[str]:
     """What makes these skin points (LPS, mm) not an upright human face; empty when they are one.
 
     Eyes 40-90 mm apart, side by side (roll under 30°), the patient's left eye
     on the patient's left; the nose between them, 10-80 mm below and in front of
-    them; the mouth, when found, below the nose.
+    them; the mouth, when found, below the nose. "Left", "below" and "in front"
+    are the ``frame``'s axes (left, superior, anterior): the patient's by
+    default, the view's (`view_frame`) for a face seen in a tilted or turned view.
     """
     missing = [n for n in ("eye_left", "eye_right", "nose") if n not in marks or not np.all(np.isfinite(marks[n]))]
     if missing:
         return [f"{', '.join(missing)} not on the skin surface"]
-    left, right, nose = marks["eye_left"], marks["eye_right"], marks["nose"]
+    left, superior, anterior = frame
+    eye_left, eye_right, nose = marks["eye_left"], marks["eye_right"], marks["nose"]
     problems = []
-    apart = left - right
+    apart = eye_left - eye_right
     distance = float(np.linalg.norm(apart))
     if not EYE_DISTANCE_MM[0] <= distance <= EYE_DISTANCE_MM[1]:
         problems.append(f"eyes {distance:.0f} mm apart (expected {EYE_DISTANCE_MM[0]:g}-{EYE_DISTANCE_MM[1]:g})")
-    elif apart @ LEFT < np.cos(np.radians(MAX_ROLL_DEGREES)) * distance:
+    elif apart @ left < np.cos(np.radians(MAX_ROLL_DEGREES)) * distance:
         problems.append("the eyes are not side by side with the patient's left eye on the left")
-    middle = (left + right) / 2.0
-    below = float((middle - nose) @ SUPERIOR)
+    middle = (eye_left + eye_right) / 2.0
+    below = float((middle - nose) @ superior)
     if not NOSE_BELOW_EYES_MM[0] <= below <= NOSE_BELOW_EYES_MM[1]:
         problems.append(f"nose {below:.0f} mm below the eyes (expected {NOSE_BELOW_EYES_MM[0]:g}-"
                         f"{NOSE_BELOW_EYES_MM[1]:g})")
-    front_eye = max(float(left @ ANTERIOR), float(right @ ANTERIOR))
-    forward = float(nose @ ANTERIOR) - front_eye
+    front_eye = max(float(eye_left @ anterior), float(eye_right @ anterior))
+    forward = float(nose @ anterior) - front_eye
     if forward < NOSE_IN_FRONT_MM:
         problems.append(f"nose {forward:.0f} mm in front of the eyes (a face's is ~15-20 mm)")
-    if abs(float((nose - middle) @ LEFT)) > distance / 2.0:
+    if abs(float((nose - middle) @ left)) > distance / 2.0:
         problems.append("the nose is not between the eyes")
-    if "mouth" in marks and np.all(np.isfinite(marks["mouth"])) and (nose - marks["mouth"]) @ SUPERIOR <= 0:
+    if "mouth" in marks and np.all(np.isfinite(marks["mouth"])) and (nose - marks["mouth"]) @ superior <= 0:
         problems.append("the mouth is not below the nose")
     return problems
 

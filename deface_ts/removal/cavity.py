@@ -126,22 +126,6 @@ def _cranial_cavity(hu: np.ndarray, body: np.ndarray, factors: np.ndarray, spaci
     return full & (hu <= bone_hu)
 
 
-def enclosed_voxels(hu: np.ndarray, body: np.ndarray, bone_hu: float) -> np.ndarray:
-    """Non-bone voxels no bone-free path joins to air outside ``body``, voxel by voxel (two-voxel closing).
-
-    The test of the first versions, kept for a face-mask region (`removal.plan._keep_cranial_cavity`),
-    whose slab is bounded by the eyes or the forehead: the brain side of the eye region kept parts of a deep
-    face mask that the verification then saw as a face (phantom, method face).
-    """
-    bone = hu > bone_hu
-    sealed = ndimage.binary_closing(bone, iterations=2) | bone
-    labels, count = ndimage.label(~sealed)
-    outside = np.bincount(labels[~body & ~sealed], minlength=count + 1) > 0
-    outside[0] = True
-    enclosed = ~outside[labels]
-    return enclosed | (sealed & ~bone & ndimage.binary_dilation(enclosed, iterations=2))
-
-
 def _hull(mask: np.ndarray) -> np.ndarray:
     """Convex hull of a 2-D mask: voxels whose centres lie in the hull of each row's two extreme voxels.
 

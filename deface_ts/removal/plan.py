@@ -32,7 +32,7 @@ from deface_ts.geometry.masks import BoxMask, bounding_box, dilate_in_box
 from deface_ts.geometry.view import AnatomicalView
 from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.locate.base import FaceLocation
-from deface_ts.removal.cavity import brain_side, enclosed_voxels
+from deface_ts.removal.cavity import brain_side
 from deface_ts.removal.face_mask import face_region_from_mask, uncovered_eyes
 
 #: Provenance labels of removed voxels (report and removal-mask NIfTI).
@@ -180,6 +180,7 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         if config.kind == "upper":
             inside = inside & (slab == 5)
         slab[inside] = 0
+        rule[(rule == 5) & brain] = 0  # a face mask reaching behind the cut plane into the cavity: kept too
     landmarks = Landmarks(_eye_centres(location), round(float(a_mid - config.plane_offset_mm), 2),
                           round(float(s[s_inf]), 2), round(float(s[s_sup]), 2),
                           round(float(s[lower]) if lower < len(s) else float(s[-1]), 2), chin_found)
@@ -190,43 +191,40 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
 
 
 def _keep_cranial_cavity(ct: Volume, body: np.ndarray, rule: np.ndarray, config: RegionConfig,
-                         location: FaceLocation) -> tuple[np.ndarray, np.ndarray]:
+                         location: FaceLocation, eye_margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Take what the skull encloses out of a face-mask-only region (rule 5); also return it, for the check.
 
-    The enclosure test (`deface_ts.removal.cavity.enclosed_voxels`) runs on the slab from
-    the lowest eye voxel up, anterior of the eyes' centres: lower down the cranial cavity
-    opens into the neck through the skull base, further back into the orbits. Without
-    eye landmarks the slab is the face mask's upper half, 30 mm behind the skin's front.
-    (The eye region's brain side, `cavity.brain_side`, is not used here: its envelope and
-    partial-volume ring kept parts of a deep face mask that the verification read as a
-    face on the phantom; a face mask over a skull defect is not protected by it.)
+    The brain side is the eye region's (`deface_ts.removal.cavity.brain_side`): the block-wise
+    cranial cavity from the lowest eye voxel (less the eye margin) up, the skull's envelope from above
+    the orbits (it spans a skull defect, where a face mask reaching over the forehead would otherwise
+    take the brain under it), and the partial-volume ring. Without eye landmarks both start at the
+    face mask's middle slice, roughly the eyes' level in a face.
     """
     view = AnatomicalView.of(ct)
     r = view.view(rule).copy()
     s_idx = np.flatnonzero((r == 5).any(axis=(1, 2)))
-    brain = np.zeros(r.shape, dtype=bool)
     if s_idx.size == 0:
-        return rule, brain
-    a = view.coordinates[1]
+        return rule, np.zeros(ct.shape, dtype=bool)
+    s = view.coordinates[0]
     if location.eyes:
-        low = int(np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))[0])
-        front = _index_at_or_above(a, min(float(e.centre_mm @ ANTERIOR) for e in location.eyes))
+        eye_slices = np.flatnonzero(view.view(location.eye_mask()).any(axis=(1, 2)))
+        low = _index_at_or_above(s, s[eye_slices[0]] - eye_margin_mm)
+        top = int(eye_slices[-1]) + 1
     else:
-        low = int((s_idx[0] + s_idx[-1]) // 2)
-        skin = np.flatnonzero(view.view(body)[low:].any(axis=(0, 2)))
-        front = _index_at_or_above(a, float(a[skin[-1]]) - 30.0) if skin.size else 0
-    slab = (slice(low, s_idx[-1] + 1), slice(front, None), slice(None))
-    brain[slab] = enclosed_voxels(view.view(ct.array)[slab], view.view(body)[slab], config.bone_hu)
+        low = top = int((s_idx[0] + s_idx[-1]) // 2)
+    brain = brain_side(view.view(ct.array), view.view(body), view_spacing(ct, view), config.bone_hu, low, top)
     r[brain & (r == 5)] = 0
     return np.ascontiguousarray(view.unview(r)), np.ascontiguousarray(view.unview(brain))
 
 
 def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: RegionConfig,
-                     mask_region: np.ndarray) -> tuple[np.ndarray, Landmarks, np.ndarray | None]:
+                     mask_region: np.ndarray, eye_margin_mm: float = 0.0
+                     ) -> tuple[np.ndarray, Landmarks, np.ndarray | None]:
     """Region of a face-mask locator (method ``face``): the mask's region (rule 5), minus the cranial cavity.
 
-    With ``keep_brain`` what the skull encloses inside the region's bounding box is
-    kept, as for the eye-landmark region.
+    With ``keep_brain`` the brain side is kept, the same one as for the eye-landmark
+    region (`_keep_cranial_cavity`), so a face mask reaching over a skull defect or
+    through a thin orbital roof takes no brain.
     """
     rule = np.where(mask_region, 5, 0).astype(np.uint8)
     idx = np.argwhere(mask_region)
@@ -234,7 +232,7 @@ def mask_only_region(ct: Volume, body: np.ndarray, location: FaceLocation, confi
         raise PrivacyError("the face mask is empty; cannot locate the face")
     brain = None
     if config.keep_brain:
-        rule, brain = _keep_cranial_cavity(ct, body, rule, config, location)
+        rule, brain = _keep_cranial_cavity(ct, body, rule, config, location, eye_margin_mm)
     superior = ct.index_to_lps(idx[:: max(1, len(idx) // 20000)]) @ SUPERIOR
     landmarks = Landmarks(
         eye_centres_mm=_eye_centres(location),
@@ -274,7 +272,8 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
     """
     mask_region, notes = _face_mask_region(ct, location, config.region)
     if mask_region is not None and (location.method == "face" or not location.eyes):
-        rule, landmarks, brain = mask_only_region(ct, body, location, config.region, mask_region)
+        rule, landmarks, brain = mask_only_region(ct, body, location, config.region, mask_region,
+                                                  config.eyes.margin_mm)
     else:
         rule, landmarks, brain = face_region(ct, body, location, config.region, config.eyes.margin_mm, mask_region)
     protected_any = np.zeros(ct.shape, dtype=bool)

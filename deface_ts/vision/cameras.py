@@ -1,4 +1,4 @@
-"""Orthographic cameras about the patient's superior axis, the renders they make, and their shading.
+"""Orthographic cameras about the patient's superior axis (tilted up or down for a pitched head), their renders, shading.
 
 Every render keeps its depth map and camera, so a pixel maps back to the LPS
 point it shows (to back-project 2-D landmarks) and an LPS point to its pixel.
@@ -41,6 +41,9 @@ class Render:
         Pixel size (mm), the same along rows and columns (orthographic camera).
     backend
         "vtk" or "numpy".
+    pitch
+        Degrees the camera is tilted about its horizontal axis: + looks at the face from below, as a head
+        flexed chin-to-chest by that much must be seen to be frontal; 0 keeps the superior axis up.
     """
 
     angle: float
@@ -52,6 +55,7 @@ class Render:
     ray: np.ndarray
     pixel_mm: float
     backend: str
+    pitch: float = 0.0
 
     @property
     def mask(self) -> np.ndarray:
@@ -87,7 +91,7 @@ class Render:
 
 @dataclass(frozen=True)
 class Camera:
-    """An orthographic camera looking along ``ray`` with the patient's superior axis up."""
+    """An orthographic camera looking along ``ray`` with the patient's superior axis up (tilted by ``pitch``)."""
 
     angle: float
     origin: np.ndarray  # LPS of pixel (0, 0) on the image plane (the plane touches the field's bounds)
@@ -97,14 +101,20 @@ class Camera:
     pixel_mm: float
     shape: tuple[int, int]  # (H, W)
     depth_range: float  # mm from the image plane to the far side of the field
+    pitch: float = 0.0  # degrees; + sees the face from below (a flexed head), - from above (an extended one)
 
     @classmethod
-    def around(cls, field: Volume, angle: float, pixel_mm: float, pad_mm: float = PAD_MM) -> Camera:
-        theta = np.radians(angle)
-        towards_camera = np.cos(theta) * ANTERIOR + np.sin(theta) * LEFT
+    def around(cls, field: Volume, angle: float, pixel_mm: float, pad_mm: float = PAD_MM,
+               pitch: float = 0.0) -> Camera:
+        theta, phi = np.radians(angle), np.radians(pitch)
+        level = np.cos(theta) * ANTERIOR + np.sin(theta) * LEFT
+        # Tilting about the camera's horizontal axis: a head flexed by phi turns its face's normal from
+        # anterior towards inferior, and its superior axis towards anterior, by the same phi.
+        towards_camera = np.cos(phi) * level - np.sin(phi) * SUPERIOR
+        up = np.cos(phi) * SUPERIOR + np.sin(phi) * level
         ray = -towards_camera
-        down = -SUPERIOR
-        right = np.cross(ray, SUPERIOR)  # the patient's left at 0°: we face the patient
+        down = -up
+        right = np.cross(ray, up)  # the patient's left at 0°: we face the patient
         lps = corners_lps(field)
         u, v, t = lps @ right, lps @ down, lps @ ray
         pad_px = int(np.ceil(pad_mm / pixel_mm))
@@ -113,7 +123,7 @@ class Camera:
         origin = ((u.min() - (pad_px - 0.5) * pixel_mm) * right + (v.min() - (pad_px - 0.5) * pixel_mm) * down
                   + (t.min() - 1.0) * ray)
         return cls(float(angle), origin, right, down, ray, float(pixel_mm), (height, width),
-                   float(t.max() - t.min() + 2.0))
+                   float(t.max() - t.min() + 2.0), float(pitch))
 
     @classmethod
     def like(cls, other: Render, field: Volume) -> Camera:
@@ -122,7 +132,7 @@ class Camera:
         plane = min(float(other.origin @ other.ray), float(t.min()) - 1.0)
         origin = other.origin + (plane - other.origin @ other.ray) * other.ray
         return cls(other.angle, origin, other.right, other.down, other.ray, other.pixel_mm, other.depth.shape,
-                   float(t.max()) - plane + 1.0)
+                   float(t.max()) - plane + 1.0, other.pitch)
 
 
 def corners_lps(field: Volume) -> np.ndarray:

@@ -56,7 +56,7 @@ def render_numpy(field: Volume, dilated: np.ndarray, camera: Camera, threshold_h
         again = above[rows, cols].any(axis=1)
         rows, cols = rows[again], cols[again]
     return Render(camera.angle, shade(depth, camera.pixel_mm), depth, camera.origin, camera.right, camera.down,
-                  camera.ray, camera.pixel_mm, "numpy")
+                  camera.ray, camera.pixel_mm, "numpy", camera.pitch)
 
 
 def _refine(field: Volume, inverse: np.ndarray, camera: Camera, rows: np.ndarray, cols: np.ndarray,

@@ -85,6 +85,20 @@ def render_views(ct: Volume, angles: tuple[float, ...] = VERIFY_ANGLES, *, backe
     return {render.angle: render for render in _render(field, cameras, threshold_hu, backend)}
 
 
+def render_poses(field: Volume, poses: list[tuple[float, float]], *, backend: str = "auto", pixel_mm: float = 1.0,
+                 threshold_hu: float = -300.0) -> list[Render]:
+    """Render a prepared skin field (`deface_ts.vision.skin.skin_field`) from (yaw, pitch) poses in degrees.
+
+    Yaw turns the camera about the superior axis as in `render_views`; pitch tilts it to see a flexed (+)
+    or extended (-) head from the front (`Camera.around`). The field is made once by the caller, so a
+    search over many poses pays for the skin and the surface once.
+    """
+    if backend not in ("auto", "vtk", "numpy"):
+        raise ValueError(f"backend must be 'auto', 'vtk' or 'numpy', got {backend!r}")
+    cameras = [Camera.around(field, float(yaw), pixel_mm, pitch=float(pitch)) for yaw, pitch in poses]
+    return _render(field, cameras, threshold_hu, backend)
+
+
 def _render(field: Volume, cameras: list[Camera], threshold_hu: float, backend: str) -> list[Render]:
     """VTK where asked for or (``auto``) where it works, else the numpy ray caster; never a blank view."""
     if backend in ("auto", "vtk"):

@@ -83,20 +83,24 @@ def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def skin_field(ct: Volume, skin: np.ndarray, threshold_hu: float = -300.0, smooth_mm: float = 1.0) -> Volume:
+def skin_field(ct: Volume, skin: np.ndarray, threshold_hu: float = -300.0, smooth_mm: float = 1.0,
+               smooth_voxels: float = 0.0) -> Volume:
     """HU cropped to the skin's bounding box, air outside the skin mask, lightly smoothed.
 
     Rendering this field at ``threshold_hu`` shows the skin with the partial-volume
     (sub-voxel) position of the real HU, without the stripped objects. The
-    Gaussian (``smooth_mm``, per axis in voxels of that axis) removes the voxel
-    staircase, which thick slices turn into stripes across the face that
-    detectors read as edges.
+    Gaussian removes the voxel staircase, which thick slices turn into stripes
+    across the face that detectors read as edges. Its sigma along each axis is
+    ``smooth_mm`` or ``smooth_voxels`` of that axis' spacing, whichever is
+    larger: a fixed 1 mm barely touches 3-5 mm slices, a fraction of the
+    spacing blurs each step into a slope whatever the spacing.
     """
     if not skin.any():
         raise BlankRenderError(f"the CT has no skin surface above {threshold_hu} HU to render")
     box = bounding_box(skin, margin=3)
     assert box is not None  # skin.any() above
     field = np.where(skin[box], np.clip(ct.array[box], AIR_HU, 200.0), AIR_HU).astype(np.float32)
-    if smooth_mm > 0:
-        field = ndimage.gaussian_filter(field, smooth_mm / ct.spacing, mode="nearest")
+    sigma_mm = np.maximum(smooth_mm, smooth_voxels * ct.spacing)
+    if np.any(sigma_mm > 0):
+        field = ndimage.gaussian_filter(field, sigma_mm / ct.spacing, mode="nearest")
     return ct.crop(box).with_array(field)

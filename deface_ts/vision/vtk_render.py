@@ -147,6 +147,6 @@ def render_vtk(field: Volume, cameras: list[Camera], threshold_hu: float) -> lis
         # Orthographic: window depth is linear between the clipping planes.
         depth = np.where(z < 1.0, near + z * (far - near) - 10.0, np.nan).astype(np.float32)
         renders.append(Render(camera.angle, image, depth, camera.origin, camera.right, camera.down, camera.ray,
-                              camera.pixel_mm, "vtk"))
+                              camera.pixel_mm, "vtk", camera.pitch))
     window.Finalize()
     return renders

@@ -13,7 +13,7 @@ import pytest
 from deface_ts.config import EyesConfig, load_config
 from deface_ts.errors import CavityError
 from deface_ts.geometry.masks import body_from_hu
-from deface_ts.geometry.volume import ANTERIOR, Volume
+from deface_ts.geometry.volume import ANTERIOR, SUPERIOR, Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.locate.eyes import RoiEyeLocator
 from deface_ts.removal.plan import check_brain_side, plan_removal
@@ -37,11 +37,8 @@ def frontal_patch(ct: Volume, radius_mm: float) -> np.ndarray:
 @pytest.mark.parametrize("change", ["craniectomy", "partial-volume bone"])
 def test_no_brain_removed_through_a_weak_skull(case, change):
     ct = case.ct.hu
-    hu = ct.array.astype(np.float32).copy()
-    patch = frontal_patch(ct, 20.0)
-    assert patch.sum() > 50
-    hu[patch] = 40.0 if change == "craniectomy" else np.linspace(150.0, 240.0, int(patch.sum()))
-    weak = Volume(hu, ct.affine)
+    weak = weakened(ct, change)
+    hu = weak.array
     brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
     config = load_config()
     location = RoiEyeLocator(case.structures, EyesConfig()).locate(weak)
@@ -52,6 +49,37 @@ def test_no_brain_removed_through_a_weak_skull(case, change):
     assert in_front.sum() > 100
     assert not plan.removed[brain].any()  # ... and none of them is removed
     assert plan.brain_side_removed_cc == 0.0
+
+
+def weakened(ct: Volume, change: str) -> Volume:
+    """The phantom's frontal bone opened (a craniectomy filled with soft tissue) or thinned to partial volume."""
+    hu = ct.array.astype(np.float32).copy()
+    patch = frontal_patch(ct, 20.0)
+    assert patch.sum() > 50
+    if change == "craniectomy":
+        hu[patch] = 40.0
+    elif change == "partial-volume bone":
+        hu[patch] = np.linspace(150.0, 240.0, int(patch.sum()))
+    return Volume(hu, ct.affine)
+
+
+@pytest.mark.parametrize("method", ["face", "union"])
+@pytest.mark.parametrize("change", ["intact skull", "craniectomy", "partial-volume bone"])
+def test_a_face_mask_reaching_into_the_cavity_removes_no_brain(case, change, method):
+    """A face mask 45 mm deep from the nose up to the forehead takes in the frontal lobes (through the skull):
+    its region keeps the same brain side as the eye region, through an intact, opened or thinned frontal bone."""
+    from deface_ts.locate.base import FaceLocation
+
+    ct = weakened(case.ct.hu, change)
+    brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
+    config = load_config()
+    body = body_from_hu(ct.array, config.region.body_hu)
+    deep = body & (ct.axis_coordinate(ANTERIOR) > 52.0) & (ct.axis_coordinate(SUPERIOR) < 60.0)
+    assert (deep & brain).sum() > 200  # the mask itself reaches into the brain
+    eyes = RoiEyeLocator(case.structures, EyesConfig()).locate(ct).eyes
+    plan = plan_removal(ct, body, FaceLocation(method, eyes, face_mask=deep), [], config)
+    assert (plan.provenance == 5).sum() > 1000  # the face mask's region is there ...
+    assert not plan.removed[brain].any() and plan.brain_side_removed_cc == 0.0  # ... and takes no brain
 
 
 def test_a_plan_reaching_into_the_brain_is_refused(case):
@@ -186,3 +214,63 @@ def test_brain_side_cropped_equals_the_uncropped_one_through_a_weak_skull(case, 
     patch = frontal_patch(ct, 20.0)
     hu[patch] = 40.0 if change == "craniectomy" else np.linspace(150.0, 240.0, int(patch.sum()))
     _assert_cropped_equals_uncropped(Volume(hu, ct.affine))
+
+
+# ------------------------------------------------------------------------------ metal streaks
+#: Fillings in two molars and an incisor (the phantom's teeth: z -66 to -48, the arch's back at y ~ -36).
+FILLINGS = {"left molar": np.array([24.0, -36.0, -57.0]), "right molar": np.array([-24.0, -36.0, -57.0]),
+            "incisor": np.array([14.0, -60.0, -57.0])}
+#: Titanium plates repairing both orbital floors (under the globes, whose centres are at z = 0).
+ORBITAL_PLATES = {"left": np.array([30.0, -52.0, -14.0]), "right": np.array([-30.0, -52.0, -14.0])}
+
+
+def _moved(ct: Volume, mask: np.ndarray, degrees: float, centre: np.ndarray) -> np.ndarray:
+    from deface_ts.phantom.variants import pitched
+
+    return pitched(ct.with_array(mask.astype(np.float32)), degrees, {}, centre_mm=centre)[0].array > 0.5
+
+
+@pytest.mark.parametrize("metal", ["fillings, head extended 25°", "orbital floor plates"])
+def test_metal_streaks_remove_no_brain_and_change_no_removal(case, metal):
+    """Streaks 1000 HU strong, bright and dark, through the lower face and the skull base (the fillings' slices
+    on an extended head cross the posterior fossa) or through the eye band and the middle fossae (orbital plates):
+    the cavity test keeps, in front of the cut plane, all of the brain it kept without them; the removal is the
+    same voxels, and no brain goes."""
+    from deface_ts.geometry.view import AnatomicalView
+    from deface_ts.locate.base import Eye, FaceLocation
+    from deface_ts.phantom.variants import metal_streaks, pitched
+    from deface_ts.removal.cavity import brain_side
+    from deface_ts.removal.plan import view_spacing
+
+    ct, structures = case.ct.hu, case.structures
+    masks = {r.name: r.mask.full(ct.shape) for r in structures.rois if r.name in ("Brain", "Eye_L", "Eye_R")}
+    metal_points = ORBITAL_PLATES
+    if metal.startswith("fillings"):
+        centre = np.array([0.0, 0.0, -20.0])
+        ct, metal_points = pitched(ct, -25.0, FILLINGS, centre_mm=centre)
+        masks = {name: _moved(case.ct.hu, mask, -25.0, centre) for name, mask in masks.items()}
+    eyes = [Eye(name, side, ct.index_to_lps(np.argwhere(masks[name])).mean(axis=0), masks[name])
+            for side, name in (("left", "Eye_L"), ("right", "Eye_R"))]
+    streaked = metal_streaks(ct, list(metal_points.values()), amplitude_hu=1000.0)
+    brain = masks["Brain"]
+    in_metal_slices = np.abs(ct.axis_coordinate(SUPERIOR) - min(p[2] for p in metal_points.values())) <= 6.0
+    assert (brain & in_metal_slices).sum() > 1000  # the streaks cross the brain
+    assert (np.abs(streaked.array - ct.array) > 300).sum() > 5000  # and they are strong
+    config = load_config()
+    plans, kept = [], []
+    for scan in (ct, streaked):
+        body = body_from_hu(scan.array, config.region.body_hu)
+        plans.append(plan_removal(scan, body, FaceLocation("eyes", eyes), [], config))
+        view = AnatomicalView.of(scan)
+        low = int(np.flatnonzero(view.view(eyes[0].mask | eyes[1].mask).any(axis=(1, 2)))[0])
+        side = brain_side(view.view(scan.array), view.view(body), view_spacing(scan, view), config.region.bone_hu,
+                          low, low)
+        kept.append(view.unview(side) & brain)
+    clean, with_streaks = plans
+    # The cavity test holds where removal can happen: anterior of the cut plane it keeps every brain voxel it
+    # kept without the streaks. (Dark streaks through the floor of the slab's lowest slices, far behind the
+    # eyes, can open a few there: the orbital plates' cost ~1 % of the brain side, none of it near the face.)
+    lost = ct.index_to_lps(np.argwhere(kept[0] & ~kept[1]))
+    assert kept[0].sum() > 10000 and not (lost @ ANTERIOR >= clean.landmarks.cut_plane_anterior_mm).any()
+    assert not with_streaks.removed[brain].any() and with_streaks.brain_side_removed_cc == 0.0
+    assert np.array_equal(with_streaks.removed, clean.removed)
