@@ -274,3 +274,50 @@ def test_metal_streaks_remove_no_brain_and_change_no_removal(case, metal):
     assert kept[0].sum() > 10000 and not (lost @ ANTERIOR >= clean.landmarks.cut_plane_anterior_mm).any()
     assert not with_streaks.removed[brain].any() and with_streaks.brain_side_removed_cc == 0.0
     assert np.array_equal(with_streaks.removed, clean.removed)
+
+
+def _qhull_fill(mask: np.ndarray) -> np.ndarray:
+    """Reference for cavity._hull: scipy's Qhull polygon of the rows' extreme voxels, filled row by row."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    first = np.argmax(mask[rows], axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[rows, ::-1], axis=1)
+    points = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(float)
+    try:
+        corners = points[ConvexHull(points).vertices]
+    except QhullError:
+        return mask.copy()
+    out = np.zeros(mask.shape, dtype=bool)
+    a, b = corners, np.roll(corners, -1, axis=0)
+    for y in range(rows[0], rows[-1] + 1):
+        xs = [a[i, 1] + (y - a[i, 0]) * (b[i, 1] - a[i, 1]) / (b[i, 0] - a[i, 0]) for i in range(len(a))
+              if min(a[i, 0], b[i, 0]) <= y <= max(a[i, 0], b[i, 0]) and a[i, 0] != b[i, 0]]
+        if xs:
+            columns = np.arange(mask.shape[1])
+            out[y] = (columns >= min(xs) - 1e-6) & (columns <= max(xs) + 1e-6)
+    return out | mask
+
+
+def test_hull_is_the_convex_polygon_qhull_gives():
+    """The monotone-chain hull fills exactly what Qhull's polygon covers: random points, single rows and
+    columns (no area), lines, and every bone slice of the phantom along each axis."""
+    from deface_ts.phantom import PhantomOptions, evaluate
+    from deface_ts.removal.cavity import _hull
+
+    rng = np.random.default_rng(7)
+    masks = []
+    for n in range(400):
+        m = np.zeros((30, 40), dtype=bool)
+        if n % 4 == 0:
+            m[rng.integers(0, 30), rng.integers(0, 40, 3)] = True  # one row
+        elif n % 4 == 1:
+            m[rng.integers(0, 30, 4), rng.integers(0, 40)] = True  # one column
+        else:
+            m[rng.integers(0, 30, 2 + n % 7), rng.integers(0, 40, 2 + n % 7)] = True
+        masks.append(m)
+    hu, _, _ = evaluate(PhantomOptions(position="FFP"))
+    for axis in range(3):
+        bone = np.moveaxis(hu > 250, axis, 0)
+        masks += [bone[k] for k in range(0, bone.shape[0], 3) if bone[k].any()]
+    assert all(np.array_equal(_hull(m), _qhull_fill(m)) for m in masks)
