@@ -37,6 +37,9 @@ _FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0
 _TEXT_DUMMY = "ANONYMIZED"
 _NUMERIC = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _UNCHANGED = object()
+# Actions whose new value depends on more than the element's bytes (the identifiers, the item's beam number):
+# never remembered per raw value.
+_PER_ITEM = ("C", "N")
 
 
 @dataclass
@@ -105,7 +108,7 @@ class HeaderDeidentifier:
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
-        if vr == "SQ" or action == "C" or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        if vr == "SQ" or action in _PER_ITEM or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
             return self._element(ds, tag, vr, action, path)
         key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian)
         if key not in self._values:
@@ -135,6 +138,8 @@ class HeaderDeidentifier:
             return self._known_uid(element)
         if action == "C":
             return self._clean(ds, element, path)
+        if action == "N":
+            return self._beam_label(ds, element, path)
         return self._dummy(element, path)
 
     def _sequence(self, ds: Dataset, tag, path: str):
@@ -187,13 +192,26 @@ class HeaderDeidentifier:
         return _map_uids(element, self.uids.get)
 
     def _clean(self, ds: Dataset, element: DataElement, path: str):
-        if not isinstance(element.value, str) or not self.identifiers.contains(element.value):
+        if element.value in (None, "", b""):
+            return _UNCHANGED
+        values = element.value if element.VM > 1 else [element.value]
+        if not self.identifiers.contains("\\".join(str(v) for v in values)):
             return _UNCHANGED
         self.cleaned.append(path + (element.keyword or str(element.tag)))
         if element.keyword == "ROIName" and "ROINumber" in ds:
             self.renamed[element.value] = f"ROI_{ds.ROINumber}"
             return DataElement(element.tag, element.VR, self.renamed[element.value])
         return DataElement(element.tag, element.VR, None)
+
+    def _beam_label(self, ds: Dataset, element: DataElement, path: str):
+        """``BEAM 3`` for the beam numbered 3: distinct per beam, the same in a plan (BeamNumber) and in what
+        refers to its beams (ReferencedBeamNumber, as treatment records do), and deterministic."""
+        if element.value in (None, ""):
+            return _UNCHANGED
+        number = ds.get("BeamNumber", ds.get("ReferencedBeamNumber"))
+        if number is None or str(number).strip() == "":
+            return self._dummy(element, path)  # no number to tell the beam by: the dummy of every other label
+        return DataElement(element.tag, element.VR, f"BEAM {str(number).strip()}")
 
     def _dummy(self, element: DataElement, path: str):
         vr = element.VR

@@ -42,7 +42,7 @@ def test_profiles_resolve_compound_actions_and_rt_labels():
     research, basic = builtin_profile("rt-research"), builtin_profile("basic")
     institution, beam_name, roi_name, study_time = 0x00080080, 0x300A00C2, 0x30060026, 0x00080030
     assert research.action(institution, "LO") == basic.action(institution, "LO") == "D"  # X/Z/D
-    assert research.action(beam_name, "LO") == basic.action(beam_name, "LO") == "D"
+    assert research.action(beam_name, "LO") == basic.action(beam_name, "LO") == "N"  # the beam's own label
     assert (research.action(roi_name, "LO"), basic.action(roi_name, "LO")) == ("C", "Z")
     assert (research.action(study_time, "TM"), basic.action(study_time, "TM")) == ("K", "Z")
     assert (research.action(0x00100040, "CS"), basic.action(0x00100040, "CS")) == ("K", "Z")  # PatientSex
@@ -134,3 +134,30 @@ def test_un_element_of_a_named_tag_is_collected():
     ds = Dataset()
     ds._dict[BaseTag(0x00081070)] = RawDataElement(BaseTag(0x00081070), "UN", 12, b"Welby^Marcus", 0, False, True)
     assert collect([ds], load_table()).find(b"seen by welby") == "OperatorsName component"
+
+
+def test_beam_names_become_the_beams_own_labels(monkeypatch):
+    """Photon and ion beams, and a treatment record's beams (numbered by ReferencedBeamNumber), get one distinct
+    label each, "BEAM <number>", whatever their names were; the same label where the record refers to the beam."""
+    from pydicom.sequence import Sequence
+
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    ds = _patient("A1")
+
+    def beam(number: int, name: str, field: str = "BeamNumber") -> Dataset:
+        item = Dataset()
+        setattr(item, field, number)
+        item.BeamName, item.BeamDescription = name, "Doe field"
+        return item
+
+    ds.BeamSequence = Sequence([beam(1, "Doe LAO"), beam(2, "Doe LAO")])  # two beams of one name
+    ds.IonBeamSequence = Sequence([beam(7, "Doe proton")])
+    ds.TreatmentSessionBeamSequence = Sequence([beam(2, "Doe LAO", "ReferencedBeamNumber")])
+    unnumbered = Dataset()
+    unnumbered.BeamName = "Doe"
+    ds.ReferencedBeamSequence = Sequence([unnumbered])
+    out = prepare([ds], DeidConfig()).dataset(ds)
+    assert [(b.BeamName, b.BeamDescription) for b in out.BeamSequence] == [("BEAM 1",) * 2, ("BEAM 2",) * 2]
+    assert out.IonBeamSequence[0].BeamName == "BEAM 7"
+    assert out.TreatmentSessionBeamSequence[0].BeamName == "BEAM 2"
+    assert out.ReferencedBeamSequence[0].BeamName == "ANONYMIZED"  # no number to tell it by: the dummy
