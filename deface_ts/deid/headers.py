@@ -10,6 +10,7 @@ same ContourImageSequence values thousands of times.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -37,6 +38,7 @@ _FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0
 _TEXT_DUMMY = "ANONYMIZED"
 _NUMERIC = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _UNCHANGED = object()
+_UID_BYTES = re.compile(rb"[0-9]+(\.[0-9]+)*(\\[0-9]+(\.[0-9]+)*)*")
 # Actions whose new value depends on more than the element's bytes (the identifiers, the item's beam number):
 # never remembered per raw value.
 _PER_ITEM = ("C", "N")
@@ -78,10 +80,15 @@ class HeaderDeidentifier:
         out = shallow_copy(ds)
         changed = False
         for tag, raw in list(ds.items()):
-            if tag.is_private and not self._safe_private(ds, tag):
-                del out[tag]
-                self.private_removed += 1
-                changed = True
+            if tag.is_private:
+                kept = self._private(ds, tag)
+                if kept is not _UNCHANGED:
+                    changed = True
+                    if kept is None:
+                        del out[tag]
+                        self.private_removed += 1
+                    else:
+                        out[tag] = kept
                 continue
             vr = raw.VR or _vr(tag)
             action = self.profile.action(tag, vr)
@@ -97,14 +104,35 @@ class HeaderDeidentifier:
                 out[tag] = new
         return out, changed
 
-    def _safe_private(self, ds: Dataset, tag) -> bool:
+    def _private(self, ds: Dataset, tag):
+        """None (removed) unless the profile lists the element as safe (Retain Safe Private Option). A kept
+        element that holds UIDs gets new ones whatever its VR: one the list declares a UID element is read as
+        UI even where the file stores it as UN (implicit VR, or no private dictionary), and gets a new UID for
+        every value; any other kept UI or UN value that is an original UID of the set is mapped too."""
+        creator = self._private_creator(ds, tag)
+        if creator is None:
+            return None
+        if tag.element < 0x100:
+            return _UNCHANGED
+        element = ds[tag]
+        if element.VR not in ("UI", "UN") or element.value in (None, "", b""):
+            return _UNCHANGED
+        as_uid = element if element.VR == "UI" else _as_uid(element)
+        if (creator, tag.element & 0xFF) in self.profile.private_uids:
+            return self._uid(as_uid) if as_uid is not None else None  # declared UIDs that are not UIDs: removed
+        return self._known_uid(as_uid) if as_uid is not None else _UNCHANGED
+
+    def _private_creator(self, ds: Dataset, tag) -> str | None:
+        """The creator of a safe private element, or None when the profile does not keep it."""
         safe = self.profile.safe_private
         if not safe:
-            return False
+            return None
         if tag.element < 0x100:  # a private creator: kept when the profile keeps an element of its block
-            return any(creator == str(ds[tag].value).strip() for creator, _ in safe)
-        creator = ds.get((tag.group << 16) | (tag.element >> 8))
-        return creator is not None and (str(creator.value).strip(), tag.element & 0xFF) in safe
+            creator = str(ds[tag].value).strip()
+            return creator if any(creator == name for name, _ in safe) else None
+        found = ds.get((tag.group << 16) | (tag.element >> 8))
+        creator = str(found.value).strip() if found is not None else None
+        return creator if creator is not None and (creator, tag.element & 0xFF) in safe else None
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
@@ -277,6 +305,19 @@ def _map_uids(element: DataElement, new):
     if mapped == values:
         return _UNCHANGED
     return DataElement(element.tag, "UI", mapped if element.VM > 1 else mapped[0])
+
+
+def _as_uid(element: DataElement) -> DataElement | None:
+    """A UN element's bytes as a UI element, when they are UIDs (digits and dots, backslash-separated, padded
+    with NUL or space as PS3.5 6.2 allows); else None."""
+    value = element.value
+    if not isinstance(value, bytes):
+        return None
+    text = value.rstrip(b"\x00 ")
+    if not text or not _UID_BYTES.fullmatch(text):
+        return None
+    values = text.decode("ascii").split("\\")
+    return DataElement(element.tag, "UI", values if len(values) > 1 else values[0])
 
 
 def _ascii(value) -> bool:

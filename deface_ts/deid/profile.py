@@ -91,6 +91,7 @@ class Profile:
     columns: tuple[str, ...] = ()  # the option columns of Table E.1-1 applied
     overrides: dict[int, str] = field(default_factory=dict)  # the rules on top of the table, by tag
     safe_private: frozenset[tuple[str, int]] = frozenset()  # (private creator, element byte) kept: opt-in only
+    private_uids: frozenset[tuple[str, int]] = frozenset()  # those of them that hold UIDs (given new ones)
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -159,17 +160,23 @@ def load_profile(name: str) -> Profile | None:
         if action not in ACTIONS:
             raise ConfigError(f"{path}: actions: {keyword}: '{action}', expected one of {', '.join(ACTIONS)}")
         overrides[tag] = action
-    safe = frozenset(_safe_private(str(entry), path) for entry in data.get("safe_private") or [])
-    return Profile(f"{base.name}+{path.name}", base.table, base.columns, overrides, safe)
+    entries = [_safe_private(str(entry), path) for entry in data.get("safe_private") or []]
+    safe = frozenset(element for element, _ in entries)
+    uids = frozenset(element for element, is_uid in entries if is_uid)
+    return Profile(f"{base.name}+{path.name}", base.table, base.columns, overrides, safe, uids)
 
 
-def _safe_private(entry: str, path: Path) -> tuple[str, int]:
-    """``"CREATOR:xx"``: the element ``xx`` (hex, 00-FF) of the private block that ``CREATOR`` reserves."""
-    creator, _, element = entry.rpartition(":")
+def _safe_private(entry: str, path: Path) -> tuple[tuple[str, int], bool]:
+    """``"CREATOR:xx"``: the element ``xx`` (hex, 00-FF) of the private block that ``CREATOR`` reserves;
+    ``"CREATOR:xx:UI"``: one that holds UIDs, remapped like every other UID even where the file stores it as UN
+    (implicit VR, or a writer without the vendor's dictionary). Returns ((creator, xx), holds UIDs)."""
+    is_uid = entry.upper().endswith(":UI")
+    creator, _, element = (entry[:-3] if is_uid else entry).rpartition(":")
     try:
         number = int(element, 16)
     except ValueError:
         number = -1
     if not creator or not 0 <= number <= 0xFF:
-        raise ConfigError(f"{path}: safe_private: {entry!r} must be 'PRIVATE CREATOR:xx' with xx a hex byte")
-    return creator.strip(), number
+        raise ConfigError(f"{path}: safe_private: {entry!r} must be 'PRIVATE CREATOR:xx' with xx a hex byte, "
+                          "or 'PRIVATE CREATOR:xx:UI' for an element that holds UIDs")
+    return (creator.strip(), number), is_uid

@@ -256,6 +256,23 @@ def test_safe_private_is_opt_in_and_still_scanned(phi, tmp_path, key, capsys):
     assert "(PatientID)" in capsys.readouterr().err and not (tmp_path / "leak").exists()
 
 
+@pytest.mark.parametrize("entry", ["GOTHAM TPS 1.0:03:UI", "GOTHAM TPS 1.0:03"])
+def test_safe_private_uids_are_remapped_whatever_their_vr(phi, tmp_path, key, entry):
+    """The vendor block's element 03 holds the StudyInstanceUID: as UI in the explicit-VR files, as UN in the
+    implicit-VR dose. Kept as safe, it gets the new UID in both, declared a UID element or not."""
+    profile = tmp_path / "safe.yaml"
+    profile.write_text(f"safe_private: ['{entry}', 'GOTHAM TPS 1.0:04']\n")
+    out = tmp_path / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", str(profile)]) == 0
+    dose, plan = pydicom.dcmread(out / "RTDOSE_0001.dcm"), pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    assert dose.is_implicit_VR and not plan.is_implicit_VR
+    for ds in (dose, plan):
+        uid = ds[0x32531003]
+        value = uid.value.decode().rstrip("\x00 ") if isinstance(uid.value, bytes) else str(uid.value)
+        assert value == ds.StudyInstanceUID and value not in phi.original_uids
+    assert pydicom.dcmread(out / "RTDOSE_0001.dcm")[0x32531004].value.rstrip(b"\x00 ") == b"TPS 7.1"
+
+
 @requires_dciodvfy
 def test_deid_output_is_no_less_valid(phi, deid_run, tmp_path):
     out, _ = deid_run

@@ -55,6 +55,7 @@ def test_profiles_resolve_compound_actions_and_rt_labels():
     ("actions: {BeamName: KEEP}", "expected one of"),
     ("base: strict", "unknown de-identification profile"),
     ("retain: [dates]", "unknown key(s) retain"),
+    ("safe_private: ['GOTHAM TPS:1003:UI']", "'PRIVATE CREATOR:xx:UI' for an element that holds UIDs"),
 ])
 def test_yaml_profile_errors_name_the_file_and_rule(tmp_path, text, message):
     path = tmp_path / "profile.yaml"
