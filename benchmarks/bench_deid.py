@@ -7,7 +7,8 @@
   per-dataset transform, echo scan) timed inside the same runs.
 
 Runs alternate so both sides see the same page cache and machine load; medians of REPEATS.
-Run: .venv/bin/python benchmarks/bench_deid.py [WORKDIR]   (BENCH_REPEATS=N for more runs)
+Run: .venv/bin/python benchmarks/bench_deid.py [--deid-only] [WORKDIR]   (BENCH_REPEATS=N for more runs;
+--deid-only: the floor comparison and its CPU parts, without the deface runs)
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def median(values: list[float]) -> float:
 
 
 def main() -> None:
-    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.gettempdir()) / "deface-ts-bench-deid"
+    args = [a for a in sys.argv[1:] if a != "--deid-only"]
+    work = Path(args[0]) if args else Path(tempfile.gettempdir()) / "deface-ts-bench-deid"
     study = phantom(work / "study")
     files = sorted(study.rglob("*.dcm"))
     key = work / "bench.key"
@@ -85,6 +87,8 @@ def main() -> None:
           "(target <= 1.5)")
 
     where_the_time_goes(study, files, work, deid_config)
+    if "--deid-only" in sys.argv[1:]:
+        return
 
     on_config = load_config(overrides={"deid.key_file": str(key)})
     off_config = load_config(overrides={"deid.profile": "off"})

@@ -18,9 +18,10 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
 
 from deface_ts import __version__
-from deface_ts.deid.identifiers import Identifiers
+from deface_ts.deid.identifiers import Identifiers, read_element
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
 from deface_ts.io.dicom.uids import (
@@ -114,7 +115,7 @@ class HeaderDeidentifier:
             return None
         if tag.element < 0x100:
             return _UNCHANGED
-        element = ds[tag]
+        element = read_element(ds, tag)
         if element.VR not in ("UI", "UN") or element.value in (None, "", b""):
             return _UNCHANGED
         as_uid = element if element.VR == "UI" else _as_uid(element)
@@ -151,7 +152,7 @@ class HeaderDeidentifier:
             return None
         if vr == "SQ":
             return DataElement(tag, "SQ", Sequence()) if action == "Z" else self._sequence(ds, tag, path)
-        element = ds[tag]
+        element = read_element(ds, tag)
         if element.VR == "SQ":  # an implicit-VR UN that reads as a sequence
             return self._sequence(ds, tag, path)
         if action == "Z":
@@ -257,14 +258,15 @@ class HeaderDeidentifier:
         return DataElement(element.tag, vr, None)
 
     def _file_meta(self, meta: FileMetaDataset, ds: Dataset) -> FileMetaDataset:
-        out = FileMetaDataset()
-        for tag in _FILE_META_KEPT:
-            element = meta.get_item(tag)  # as read: converting the values was a fifth of a CT slice's time
-            if element is not None:
-                out[tag] = element
-        if "SOPInstanceUID" in ds:
-            out[0x00020003] = DataElement(0x00020003, "UI", ds.SOPInstanceUID)  # MediaStorageSOPInstanceUID
-        return out
+        """``meta`` (a copy of the read one, which keeps its encoding: a new FileMetaDataset, with none, made
+        pydicom convert its elements when writing) with only what identifies the file's format."""
+        for tag in list(meta._dict):
+            if tag not in _FILE_META_KEPT:
+                del meta[tag]
+        if 0x00080018 in ds:
+            uid = read_element(ds, 0x00080018).value  # SOPInstanceUID, left as it is in ``ds``
+            meta[0x00020003] = DataElement(0x00020003, "UI", uid)  # MediaStorageSOPInstanceUID
+        return meta
 
     def _mark(self, ds: Dataset) -> None:
         """PS3.15 E.1.1: Patient Identity Removed, the method, and a code per option applied (CID 7050)."""
@@ -287,14 +289,14 @@ class HeaderDeidentifier:
         method = f"deface-ts {__version__}: {self.profile.name} (PS3.15 E.1-1 {self.profile.edition})"
         marks: list[DataElement | RawDataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
                  DataElement(0x00120063, "LO", (method + ("; face removed" if self.defaced else ""))[:64])]
-        if implicit is not None and little is not None:
-            empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)
-            marks.append(encode_sequence(empty, items, "iso8859"))  # DeidentificationMethodCodeSequence
-        else:
-            marks.append(DataElement(0x00120064, "SQ", Sequence(items)))
         if self.profile.shift_dates:
             marks.append(DataElement(0x00280303, "CS", "MODIFIED"))  # LongitudinalTemporalInformationModified
-        return marks
+        if implicit is None or little is None:
+            return [*marks, DataElement(0x00120064, "SQ", Sequence(items))]
+        empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)
+        # As bytes in the file's encoding (ASCII values): written like the elements read, not through the writers.
+        return [*(encode_element(mark, empty) for mark in marks),
+                encode_sequence(empty, items, "iso8859")]  # DeidentificationMethodCodeSequence
 
 
 def _map_uids(element: DataElement, new):
@@ -323,7 +325,8 @@ def _as_uid(element: DataElement) -> DataElement | None:
 def _ascii(value) -> bool:
     """Whether ``value`` is encoded the same in every character set a dataset may declare."""
     values = value if isinstance(value, (list, tuple)) else [value]
-    return all(v is None or isinstance(v, (int, float)) or (isinstance(v, str) and v.isascii()) for v in values)
+    return all(v is None or isinstance(v, (int, float)) or (isinstance(v, (str, PersonName)) and str(v).isascii())
+               for v in values)
 
 
 def _vr(tag) -> str:

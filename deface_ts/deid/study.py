@@ -19,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 
 from deface_ts import __version__
 from deface_ts.config import DeidConfig
+from deface_ts.deid.identifiers import read_element
 from deface_ts.deid.session import (
     check_output,
     linkage_path,
@@ -45,8 +46,9 @@ def read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
             continue
         except Exception as exc:
             raise InputError(f"{path}: unreadable DICOM file ({exc.__class__.__name__}: {exc})") from None
-        if str(ds.get("SOPClassUID", "")).startswith(_BURNED_IN) or ds.get("BurnedInAnnotation") == "YES":
-            raise InputError(f"{path}: {ds.get('SOPClassUID', '?')} may hold burned-in text in its pixels; "
+        sop_class = _text(ds, 0x00080016)
+        if sop_class.startswith(_BURNED_IN) or _text(ds, 0x00280301) == "YES":  # BurnedInAnnotation
+            raise InputError(f"{path}: {sop_class or '?'} may hold burned-in text in its pixels; "
                              "deface-ts does not clean pixel data: remove such objects first")
         found.append((path, ds))
     if not found:
@@ -59,10 +61,15 @@ def output_names(datasets: list[Dataset]) -> list[str]:
     counts: dict[str, int] = {}
     names = []
     for ds in datasets:
-        modality = "".join(c for c in str(ds.get("Modality", "OT")) if c.isalnum()) or "OT"
+        modality = "".join(c for c in _text(ds, 0x00080060) if c.isalnum()) or "OT"
         counts[modality] = counts.get(modality, 0) + 1
         names.append(f"{modality}_{counts[modality]:04d}.dcm")
     return names
+
+
+def _text(ds: Dataset, tag: int) -> str:
+    """A text value, read without converting the element in ``ds`` (see :func:`read_element`)."""
+    return str(read_element(ds, tag).value or "").strip() if tag in ds else ""
 
 
 def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_id: str | None = None,
