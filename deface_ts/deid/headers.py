@@ -18,9 +18,11 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from pydicom.valuerep import PersonName
 
 from deface_ts import __version__
+from deface_ts.deid.encode import encode_items
 from deface_ts.deid.identifiers import Identifiers, read_element
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
@@ -36,6 +38,8 @@ from deface_ts.io.dicom.uids import (
 # private information go.
 _FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)  # group length,
 # information version, media storage SOP class and instance, transfer syntax, implementation class and version
+_FILE_META_DEFAULTS = ((0x00020000, "UL", 0), (0x00020001, "OB", b"\x00\x01"),  # group length (set on writing)
+                       (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID))  # and version, implementation class
 _TEXT_DUMMY = "ANONYMIZED"
 _NUMERIC = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _UNCHANGED = object()
@@ -74,6 +78,7 @@ class HeaderDeidentifier:
         out, _ = self._walk(ds, "")
         if hasattr(ds, "file_meta"):
             out.file_meta = self._file_meta(out.file_meta, out)
+            out.preamble = bytes(128)  # whatever an application wrote into the input's preamble stays there
         self._mark(out)
         return out
 
@@ -187,7 +192,7 @@ class HeaderDeidentifier:
         if not changed:
             result = _UNCHANGED
         elif key is not None:  # encoded once: an RTSTRUCT writes the same few hundred values thousands of times
-            result = encode_sequence(raw, items, ds._character_set)
+            result = encode_items(raw, items, ds._character_set)
         else:
             result = DataElement(tag, "SQ", Sequence(items))
         if key is not None:
@@ -263,9 +268,14 @@ class HeaderDeidentifier:
         for tag in list(meta._dict):
             if tag not in _FILE_META_KEPT:
                 del meta[tag]
-        if 0x00080018 in ds:
-            uid = read_element(ds, 0x00080018).value  # SOPInstanceUID, left as it is in ``ds``
-            meta[0x00020003] = DataElement(0x00020003, "UI", uid)  # MediaStorageSOPInstanceUID
+        # What pydicom's enforce_file_format would add (PS3.10 7.1), so that the set is written without it: its
+        # checks converted every file meta element of every CT slice again.
+        for tag, vr, value in _FILE_META_DEFAULTS:
+            if tag not in meta:
+                meta[tag] = DataElement(tag, vr, value)
+        for meta_tag, tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):  # SOP class and instance
+            if tag in ds:
+                meta[meta_tag] = DataElement(meta_tag, "UI", read_element(ds, tag).value)  # ds left as read
         return meta
 
     def _mark(self, ds: Dataset) -> None:

@@ -31,6 +31,9 @@ from deface_ts.errors import ConfigError, InputError
 from deface_ts.io.output import atomic_output
 
 # SOP classes whose pixels are often a picture of a screen or a form (PS3.15 E.1: Clean Pixel Data Option).
+# File Meta Information Group Length, Version, Media Storage SOP Class and Instance, Transfer Syntax,
+# Implementation Class UID.
+_FILE_META_TYPE_1 = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
 _BURNED_IN = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.104.1")
 
 
@@ -67,6 +70,14 @@ def output_names(datasets: list[Dataset]) -> list[str]:
     return names
 
 
+def complete_file_meta(ds: Dataset) -> bool:
+    """Whether ``ds`` has a preamble and every Type 1 file meta element (PS3.10 7.1), as the de-identification
+    writes them; else pydicom's enforce_file_format must add them."""
+    meta = getattr(ds, "file_meta", None)
+    return (meta is not None and len(getattr(ds, "preamble", None) or b"") == 128
+            and all(tag in meta for tag in _FILE_META_TYPE_1))
+
+
 def _text(ds: Dataset, tag: int) -> str:
     """A text value, read without converting the element in ``ds`` (see :func:`read_element`)."""
     return str(read_element(ds, tag).value or "").strip() if tag in ds else ""
@@ -86,7 +97,8 @@ def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_
         names = output_names(datasets)
         with pydicom_config.disable_value_validation():  # malformed input values pass through, never abort
             for ds, name in zip(datasets, names):
-                deid.dataset(ds).save_as(tmp / name, enforce_file_format=True)
+                new = deid.dataset(ds)
+                new.save_as(tmp / name, enforce_file_format=not complete_file_meta(new))
         report = {"deface_ts_version": __version__, "command": "deid", "files": names, "deid": summary(deid),
                   "timings_s": {"deid": round(time.perf_counter() - start, 3)}}
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
