@@ -22,15 +22,14 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 from pydicom.valuerep import PersonName
 
 from deface_ts import __version__
-from deface_ts.deid.encode import encode_items
 from deface_ts.deid.identifiers import Identifiers, read_element
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
+from deface_ts.deid.sequences import encode_items, items_of
 from deface_ts.io.dicom.uids import (
     UidMap,
     encode_element,
     encode_sequence,
-    sequence_items,
     shallow_copy,
 )
 
@@ -185,7 +184,7 @@ class HeaderDeidentifier:
                 return self._sequences[key]
         name = keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
         items, changed = [], False
-        for n, item in enumerate(sequence_items(ds, tag, self.parsed)):
+        for n, item in enumerate(items_of(ds, tag, self.parsed)):
             new, item_changed = self._walk(item, f"{path}{name}[{n}].")
             items.append(new)
             changed |= item_changed

@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 
+from deface_ts.deid.sequences import character_set, items_of
 from deface_ts.deid.table import ActionTable
-from deface_ts.io.dicom.uids import sequence_items
 
 MIN_LENGTH = 3
 # Values the de-identification writes itself: never an echo even where the input held them.
@@ -181,23 +180,14 @@ def read_element(ds: Dataset, tag) -> DataElement:
     raw = ds.get_item(tag)
     if not isinstance(raw, RawDataElement):
         return raw
-    return convert_raw_data_element(raw, encoding=_character_set(ds), ds=ds)
-
-
-def _character_set(ds: Dataset) -> str | list[str]:
-    """``ds._character_set`` without converting Specific Character Set in ``ds`` (which that property does)."""
-    raw = ds.get_item(0x00080005)
-    if raw is None:
-        return ds._parent_encoding
-    value = raw.value if not isinstance(raw, RawDataElement) else convert_raw_data_element(raw, ds=ds).value
-    return convert_encodings(value) if value else ds._parent_encoding
+    return convert_raw_data_element(raw, encoding=character_set(ds), ds=ds)
 
 
 def collect(datasets: list[Dataset], table: ActionTable, parsed: dict | None = None) -> Identifiers:
     """Every identifying value of ``datasets`` at every depth (private elements are removed, not collected).
 
     ``parsed``: raw sequences parsed here are kept there for the transform (see
-    :func:`deface_ts.io.dicom.uids.sequence_items`).
+    :func:`deface_ts.deid.sequences.items_of`).
     """
     found = Identifiers()
     seen: set = set()  # raw values already read: the slices of a CT series repeat most of their header
@@ -225,7 +215,7 @@ def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set, par
             element = read_element(ds, tag)
             vr = element.VR
         if vr == "SQ":
-            for item in sequence_items(ds, tag, parsed):
+            for item in items_of(ds, tag, parsed):
                 _collect(item, table, found, seen, parsed)
             continue
         if vr not in _VALUE_VRS and keyword is None:
