@@ -35,8 +35,9 @@ from deface_ts.io.dicom.uids import (
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
-_FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)  # group length,
-# information version, media storage SOP class and instance, transfer syntax, implementation class and version
+# Group length, information version, media storage SOP class and instance, transfer syntax, implementation class
+# and version.
+_FILE_META_KEPT = frozenset((0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013))
 _FILE_META_DEFAULTS = ((0x00020000, "UL", 0), (0x00020001, "OB", b"\x00\x01"),  # group length (set on writing)
                        (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID))  # and version, implementation class
 _TEXT_DUMMY = "ANONYMIZED"
@@ -103,10 +104,12 @@ class HeaderDeidentifier:
             if new is _UNCHANGED:
                 continue
             changed = True
+            # The element dictionary itself: Dataset.__setitem__'s checks are for private and new tags, and cost
+            # more than the rest of the walk of a CT slice (a public tag replaced by an element of that tag).
             if new is None:
-                del out[tag]
+                del out._dict[tag]
             else:
-                out[tag] = new
+                out._dict[tag] = new
         return out, changed
 
     def _private(self, ds: Dataset, tag):
@@ -141,15 +144,41 @@ class HeaderDeidentifier:
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
-        if vr == "SQ" or action in _PER_ITEM or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        if vr == "SQ" or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
             return self._element(ds, tag, vr, action, path)
         key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian)
+        if action in _PER_ITEM:
+            # Only a value found clean is remembered (the identifiers are complete once prepared): a value that
+            # held one is cleaned each time, so that the report names every place it was found.
+            if self._values.get(key) is _UNCHANGED:
+                return _UNCHANGED
+            new = self._element(ds, tag, vr, action, path)
+            if new is _UNCHANGED and action == "C":
+                self._values[key] = new
+            return new
+        if vr == "UI" and action in ("U", "K") and raw.is_little_endian:
+            return self._uid_bytes(raw, action)  # one per CT slice (SOPInstanceUID): never repeated
         if key not in self._values:
             new = self._element(ds, tag, vr, action, path)
             if isinstance(new, DataElement) and new.VR != "SQ" and _ascii(new.value):
                 new = encode_element(new, raw)  # encoded once, then written as bytes into every CT slice
             self._values[key] = new
         return self._values[key]
+
+    def _uid_bytes(self, raw: RawDataElement, action: str):
+        """:meth:`_uid` (U) or :meth:`_known_uid` (K) on the bytes: UIDs are ASCII, backslash-separated and padded
+        with NUL to even length (PS3.5 6.2, 9.1) in every encoding, so the new value is written as pydicom writes
+        it without converting the element and encoding it back."""
+        values = raw.value.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+        if action == "U":
+            mapped = [v if not v or self.uids.issued(v) else self.uids.new(v) for v in values]
+        else:
+            mapped = [self.uids.get(v) if v else v for v in values]
+        if mapped == values:
+            return _UNCHANGED
+        value = "\\".join(mapped).encode("ascii")
+        value += b"\x00" * (len(value) % 2)
+        return raw._replace(VR="UI", length=len(value), value=value)
 
     def _element(self, ds: Dataset, tag, vr: str, action: str, path: str):
         if action == "X":
@@ -264,17 +293,17 @@ class HeaderDeidentifier:
     def _file_meta(self, meta: FileMetaDataset, ds: Dataset) -> FileMetaDataset:
         """``meta`` (a copy of the read one, which keeps its encoding: a new FileMetaDataset, with none, made
         pydicom convert its elements when writing) with only what identifies the file's format."""
-        for tag in list(meta._dict):
-            if tag not in _FILE_META_KEPT:
-                del meta[tag]
+        for tag in [tag for tag in meta._dict if tag not in _FILE_META_KEPT]:
+            del meta._dict[tag]
         # What pydicom's enforce_file_format would add (PS3.10 7.1), so that the set is written without it: its
         # checks converted every file meta element of every CT slice again.
         for tag, vr, value in _FILE_META_DEFAULTS:
-            if tag not in meta:
+            if tag not in meta._dict:
                 meta[tag] = DataElement(tag, vr, value)
         for meta_tag, tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):  # SOP class and instance
-            if tag in ds:
-                meta[meta_tag] = DataElement(meta_tag, "UI", read_element(ds, tag).value)  # ds left as read
+            element = ds.get_item(tag)
+            if element is not None:
+                meta._dict[BaseTag(meta_tag)] = _meta_uid(meta_tag, element)
         return meta
 
     def _mark(self, ds: Dataset) -> None:
@@ -316,6 +345,15 @@ def _map_uids(element: DataElement, new):
     if mapped == values:
         return _UNCHANGED
     return DataElement(element.tag, "UI", mapped if element.VM > 1 else mapped[0])
+
+
+def _meta_uid(tag: int, element: DataElement | RawDataElement) -> DataElement | RawDataElement:
+    """A UID of the dataset as the file meta element ``tag`` (explicit VR little endian). A raw one keeps its
+    bytes, which are the same in every encoding (PS3.5 9.1: ASCII, padded with NUL); the file meta is then
+    written without converting it."""
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        return RawDataElement(BaseTag(tag), "UI", len(element.value), element.value, 0, False, True, True, False)
+    return DataElement(tag, "UI", element.value)
 
 
 def _as_uid(element: DataElement) -> DataElement | None:

@@ -162,3 +162,24 @@ def test_beam_names_become_the_beams_own_labels(monkeypatch):
     assert out.IonBeamSequence[0].BeamName == "BEAM 7"
     assert out.TreatmentSessionBeamSequence[0].BeamName == "BEAM 2"
     assert out.ReferencedBeamSequence[0].BeamName == "ANONYMIZED"  # no number to tell it by: the dummy
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_uids_mapped_on_their_bytes_equal_pydicoms_encoding(monkeypatch, implicit):
+    """A UI value mapped without converting it (one per CT slice) is written as pydicom writes the new value."""
+    from pydicom.dataelem import DataElement, RawDataElement
+    from pydicom.tag import BaseTag
+
+    from deface_ts.io.dicom.uids import encode_element
+
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    deid = prepare([_patient("A1")], DeidConfig())
+    for old in ("1.2.840.99.1", "1.2.840.99.12", "1.2.3\\1.2.840.99.777"):  # odd and even lengths, two values
+        value = old.encode() + b"\x00" * (len(old) % 2)
+        raw = RawDataElement(BaseTag(0x00080018), None if implicit else "UI", len(value), value, 0, implicit, True)
+        new = deid._uid_bytes(raw, "U")
+        values = [deid.uids.get(v) for v in old.split("\\")]
+        expected = encode_element(DataElement(0x00080018, "UI", values if len(values) > 1 else values[0]), raw)
+        assert new.value == expected.value and new.length == expected.length and new.VR == "UI"
+        assert deid._uid_bytes(raw, "K").value == new.value  # an original UID of the set, mapped where kept
+        assert deid._uid_bytes(new, "U") is deid._uid_bytes(new, "K")  # an issued UID: unchanged (one sentinel)
