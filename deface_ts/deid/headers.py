@@ -25,7 +25,7 @@ from deface_ts import __version__
 from deface_ts.deid.identifiers import Identifiers, read_element
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
-from deface_ts.deid.sequences import encode_items, items_of
+from deface_ts.deid.sequences import character_set, encode_items, items_of
 from deface_ts.io.dicom.uids import (
     UidMap,
     encode_element,
@@ -85,8 +85,8 @@ class HeaderDeidentifier:
     def _walk(self, ds: Dataset, path: str) -> tuple[Dataset, bool]:
         out = shallow_copy(ds)
         changed = False
-        for tag, raw in list(ds.items()):
-            if tag.is_private:
+        for tag, raw in ds._dict.items():  # ds is not changed here: only out is
+            if tag & 0x10000:  # an odd group: private (BaseTag.is_private is a Python property per element)
                 kept = self._private(ds, tag)
                 if kept is not _UNCHANGED:
                     changed = True
@@ -220,7 +220,7 @@ class HeaderDeidentifier:
         if not changed:
             result = _UNCHANGED
         elif key is not None:  # encoded once: an RTSTRUCT writes the same few hundred values thousands of times
-            result = encode_items(raw, items, ds._character_set)
+            result = encode_items(raw, items, character_set(ds))
         else:
             result = DataElement(tag, "SQ", Sequence(items))
         if key is not None:

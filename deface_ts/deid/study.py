@@ -79,8 +79,14 @@ def complete_file_meta(ds: Dataset) -> bool:
 
 
 def _text(ds: Dataset, tag: int) -> str:
-    """A text value, read without converting the element in ``ds`` (see :func:`read_element`)."""
-    return str(read_element(ds, tag).value or "").strip() if tag in ds else ""
+    """A CS or UI value (ASCII in every character set), read without converting the element in ``ds`` (see
+    :func:`read_element`)."""
+    element = ds.get_item(tag)
+    if element is None:
+        return ""
+    if isinstance(element.value, bytes):
+        return element.value.decode("ascii", "replace").strip("\x00 ")
+    return str(read_element(ds, tag).value or "").strip()
 
 
 def deidentify_folder(input: Path, output: Path, config: DeidConfig, *, patient_id: str | None = None,
