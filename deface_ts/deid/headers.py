@@ -139,8 +139,8 @@ class HeaderDeidentifier:
             creator = str(ds[tag].value).strip()
             return creator if any(creator == name for name, _ in safe) else None
         found = ds.get((tag.group << 16) | (tag.element >> 8))
-        creator = str(found.value).strip() if found is not None else None
-        return creator if creator is not None and (creator, tag.element & 0xFF) in safe else None
+        name = str(found.value).strip() if found is not None else None
+        return name if name is not None and (name, tag.element & 0xFF) in safe else None
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
@@ -169,7 +169,7 @@ class HeaderDeidentifier:
         """:meth:`_uid` (U) or :meth:`_known_uid` (K) on the bytes: UIDs are ASCII, backslash-separated and padded
         with NUL to even length (PS3.5 6.2, 9.1) in every encoding, so the new value is written as pydicom writes
         it without converting the element and encoding it back."""
-        values = raw.value.rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+        values = (raw.value or b"").rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
         if action == "U":
             mapped = [v if not v or self.uids.issued(v) else self.uids.new(v) for v in values]
         else:
@@ -297,11 +297,11 @@ class HeaderDeidentifier:
             del meta._dict[tag]
         # What pydicom's enforce_file_format would add (PS3.10 7.1), so that the set is written without it: its
         # checks converted every file meta element of every CT slice again.
-        for tag, vr, value in _FILE_META_DEFAULTS:
-            if tag not in meta._dict:
-                meta[tag] = DataElement(tag, vr, value)
-        for meta_tag, tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):  # SOP class and instance
-            element = ds.get_item(tag)
+        for meta_tag, vr, value in _FILE_META_DEFAULTS:
+            if meta_tag not in meta._dict:
+                meta[meta_tag] = DataElement(meta_tag, vr, value)
+        for meta_tag, uid_tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):  # SOP class and instance
+            element = ds.get_item(uid_tag)
             if element is not None:
                 meta._dict[BaseTag(meta_tag)] = _meta_uid(meta_tag, element)
         return meta
@@ -325,7 +325,7 @@ class HeaderDeidentifier:
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
         method = f"deface-ts {__version__}: {self.profile.name} (PS3.15 E.1-1 {self.profile.edition})"
-        marks: list[DataElement | RawDataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+        marks: list[DataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
                  DataElement(0x00120063, "LO", (method + ("; face removed" if self.defaced else ""))[:64])]
         if self.profile.shift_dates:
             marks.append(DataElement(0x00280303, "CS", "MODIFIED"))  # LongitudinalTemporalInformationModified

@@ -21,6 +21,7 @@ import struct
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
@@ -35,7 +36,7 @@ _KNOWN_VRS = frozenset(str(vr) for vr in VR)
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
-def items_of(ds: Dataset, tag, parsed: dict | None = None) -> list[Dataset]:
+def items_of(ds: Dataset, tag, parsed: dict | None = None) -> Sequence | list[Dataset]:
     """The items of a sequence element, as :func:`deface_ts.io.dicom.uids.sequence_items` gives them (parsed
     once into ``parsed``, ``ds`` left as read), split here where the sequence allows it."""
     raw = ds.get_item(tag)
@@ -128,17 +129,16 @@ def _dataset(template: Dataset, elements: dict) -> Dataset:
 
 def encode_items(raw: RawDataElement, items: list[Dataset], charset: str | list[str]) -> RawDataElement:
     """``items`` as the raw element pydicom writes in place of ``raw`` (:func:`encode_sequence`), faster."""
-    parts = [] if raw.is_little_endian else None
-    for item in items if parts is not None else ():
+    parts: list[bytes] = []
+    for item in items if raw.is_little_endian else ():
         body = _item_body(item, raw.is_implicit_VR)
         if body is None:
-            parts = None
             break
         if getattr(item, "is_undefined_length_sequence_item", False):
             parts.append(_ITEM + b"\xff\xff\xff\xff" + body + _ITEM_END)
         else:
             parts.append(_ITEM + struct.pack("<I", len(body)) + body)
-    if parts is None:  # big endian, or an item pydicom must encode
+    if not raw.is_little_endian or len(parts) < len(items):  # big endian, or an item pydicom must encode
         return encode_sequence(raw, items, charset)
     value = b"".join(parts)
     return raw._replace(VR="SQ", length=len(value), value=value)
@@ -169,7 +169,7 @@ def _item_body(item: Dataset, implicit: bool) -> bytes | None:
 def _header(tag: int, element: RawDataElement, implicit: bool) -> bytes | None:
     """Tag, VR and length as ``write_data_element`` writes them for a raw element (little endian)."""
     undefined = element.length == _UNDEFINED
-    length = _UNDEFINED if undefined else len(element.value)
+    length = _UNDEFINED if undefined else len(element.value or b"")
     start = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     if implicit:
         return start + struct.pack("<I", length)
