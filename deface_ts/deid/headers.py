@@ -77,7 +77,8 @@ class HeaderDeidentifier:
         """A de-identified copy of a top-level dataset, its file meta included."""
         out, _ = self._walk(ds, "")
         if hasattr(ds, "file_meta"):
-            out.file_meta = self._file_meta(out.file_meta, out)
+            meta = out.file_meta if out.file_meta is not ds.file_meta else shallow_copy(ds.file_meta)  # never ds's
+            out.file_meta = self._file_meta(meta, out)
             out.preamble = bytes(128)  # whatever an application wrote into the input's preamble stays there
         self._mark(out)
         return out

@@ -325,3 +325,22 @@ def test_echo_in_contour_data_is_caught(phi, deid_run, tmp_path, key, planted, k
     with pytest.raises(Exception) as error:
         check_output(scan, deid)
     assert f"ContourData ({kind})" in str(error.value) and planted.decode() not in str(error.value)
+
+
+def test_input_datasets_are_left_as_read(phi, key):
+    """De-identification copies: the read datasets keep their elements, file meta and preamble. The CT slices'
+    elements stay the very objects read (not converted in place), which is what lets the unchanged ones be written
+    back as their bytes."""
+    from deface_ts.config import DeidConfig
+    from deface_ts.deid.session import prepare
+    from deface_ts.deid.study import read_folder
+
+    datasets = [ds for _, ds in read_folder(phi.folder)]
+    before = [(dict(ds._dict), dict(ds.file_meta._dict), ds.preamble) for ds in datasets]
+    deid = prepare(datasets, DeidConfig(key_file=str(key)))
+    outputs = [deid.dataset(ds) for ds in datasets]
+    for ds, out, (elements, meta, preamble) in zip(datasets, outputs, before):
+        assert set(ds._dict) == set(elements) and dict(ds.file_meta._dict) == meta and ds.preamble == preamble
+        assert out.file_meta is not ds.file_meta and "PatientName" in ds
+        if ds.Modality == "CT":
+            assert all(ds._dict[tag] is element for tag, element in elements.items() if tag != 0x00080060)
