@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -76,8 +77,9 @@ class HeaderDeidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         """A de-identified copy of a top-level dataset, its file meta included."""
         out, _ = self._walk(ds, "")
-        if hasattr(ds, "file_meta"):
-            meta = out.file_meta if out.file_meta is not ds.file_meta else shallow_copy(ds.file_meta)  # never ds's
+        if hasattr(ds, "file_meta"):  # the copy's own file meta, never the read dataset's
+            meta = out.file_meta if out.file_meta is not ds.file_meta else cast(FileMetaDataset,
+                                                                                 shallow_copy(ds.file_meta))
             out.file_meta = self._file_meta(meta, out)
             out.preamble = bytes(128)  # whatever an application wrote into the input's preamble stays there
         self._mark(out)
