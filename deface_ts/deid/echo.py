@@ -24,7 +24,7 @@ from deface_ts.deid.identifiers import Identifiers
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
-_HEAD = 1 << 16  # a CT header fits: its pixel data is then never read back
+_HEAD = 1 << 13  # a CT header fits: its pixel data is then never read back (else the rest is read)
 _TEXT_SUFFIXES = (".json", ".html", ".htm", ".csv", ".txt", ".yaml", ".yml", ".md", ".svg", ".xml", ".log")
 
 

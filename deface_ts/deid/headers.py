@@ -10,33 +10,44 @@ same ContourImageSequence values thousands of times.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
+from typing import cast
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.valuerep import PersonName
 
 from deface_ts import __version__
-from deface_ts.deid.identifiers import Identifiers
+from deface_ts.deid.identifiers import Identifiers, read_element
 from deface_ts.deid.keys import DeidKey
 from deface_ts.deid.profile import Profile
+from deface_ts.deid.sequences import character_set, encode_items, items_of
 from deface_ts.io.dicom.uids import (
     UidMap,
     encode_element,
     encode_sequence,
-    sequence_items,
     shallow_copy,
 )
 
 # File meta (PS3.10 7.1): only what identifies the file's format survives; AE titles, source addresses and
 # private information go.
-_FILE_META_KEPT = (0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013)  # group length,
-# information version, media storage SOP class and instance, transfer syntax, implementation class and version
+# Group length, information version, media storage SOP class and instance, transfer syntax, implementation class
+# and version.
+_FILE_META_KEPT = frozenset((0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013))
+_FILE_META_DEFAULTS = ((0x00020000, "UL", 0), (0x00020001, "OB", b"\x00\x01"),  # group length (set on writing)
+                       (0x00020012, "UI", PYDICOM_IMPLEMENTATION_UID))  # and version, implementation class
 _TEXT_DUMMY = "ANONYMIZED"
 _NUMERIC = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}
 _UNCHANGED = object()
+_UID_BYTES = re.compile(rb"[0-9]+(\.[0-9]+)*(\\[0-9]+(\.[0-9]+)*)*")
+# Actions whose new value depends on more than the element's bytes (the identifiers, the item's beam number):
+# never remembered per raw value.
+_PER_ITEM = ("C", "N")
 
 
 @dataclass
@@ -66,19 +77,27 @@ class HeaderDeidentifier:
     def dataset(self, ds: Dataset) -> Dataset:
         """A de-identified copy of a top-level dataset, its file meta included."""
         out, _ = self._walk(ds, "")
-        if hasattr(ds, "file_meta"):
-            out.file_meta = self._file_meta(out.file_meta, out)
+        if hasattr(ds, "file_meta"):  # the copy's own file meta, never the read dataset's
+            meta = out.file_meta if out.file_meta is not ds.file_meta else cast(FileMetaDataset,
+                                                                                 shallow_copy(ds.file_meta))
+            out.file_meta = self._file_meta(meta, out)
+            out.preamble = bytes(128)  # whatever an application wrote into the input's preamble stays there
         self._mark(out)
         return out
 
     def _walk(self, ds: Dataset, path: str) -> tuple[Dataset, bool]:
         out = shallow_copy(ds)
         changed = False
-        for tag, raw in list(ds.items()):
-            if tag.is_private and not self._safe_private(ds, tag):
-                del out[tag]
-                self.private_removed += 1
-                changed = True
+        for tag, raw in ds._dict.items():  # ds is not changed here: only out is
+            if tag & 0x10000:  # an odd group: private (BaseTag.is_private is a Python property per element)
+                kept = self._private(ds, tag)
+                if kept is not _UNCHANGED:
+                    changed = True
+                    if kept is None:
+                        del out[tag]
+                        self.private_removed += 1
+                    else:
+                        out[tag] = kept
                 continue
             vr = raw.VR or _vr(tag)
             action = self.profile.action(tag, vr)
@@ -88,26 +107,60 @@ class HeaderDeidentifier:
             if new is _UNCHANGED:
                 continue
             changed = True
+            # The element dictionary itself: Dataset.__setitem__'s checks are for private and new tags, and cost
+            # more than the rest of the walk of a CT slice (a public tag replaced by an element of that tag).
             if new is None:
-                del out[tag]
+                del out._dict[tag]
             else:
-                out[tag] = new
+                out._dict[tag] = new
         return out, changed
 
-    def _safe_private(self, ds: Dataset, tag) -> bool:
+    def _private(self, ds: Dataset, tag):
+        """None (removed) unless the profile lists the element as safe (Retain Safe Private Option). A kept
+        element that holds UIDs gets new ones whatever its VR: one the list declares a UID element is read as
+        UI even where the file stores it as UN (implicit VR, or no private dictionary), and gets a new UID for
+        every value; any other kept UI or UN value that is an original UID of the set is mapped too."""
+        creator = self._private_creator(ds, tag)
+        if creator is None:
+            return None
+        if tag.element < 0x100:
+            return _UNCHANGED
+        element = read_element(ds, tag)
+        if element.VR not in ("UI", "UN") or element.value in (None, "", b""):
+            return _UNCHANGED
+        as_uid = element if element.VR == "UI" else _as_uid(element)
+        if (creator, tag.element & 0xFF) in self.profile.private_uids:
+            return self._uid(as_uid) if as_uid is not None else None  # declared UIDs that are not UIDs: removed
+        return self._known_uid(as_uid) if as_uid is not None else _UNCHANGED
+
+    def _private_creator(self, ds: Dataset, tag) -> str | None:
+        """The creator of a safe private element, or None when the profile does not keep it."""
         safe = self.profile.safe_private
         if not safe:
-            return False
+            return None
         if tag.element < 0x100:  # a private creator: kept when the profile keeps an element of its block
-            return any(creator == str(ds[tag].value).strip() for creator, _ in safe)
-        creator = ds.get((tag.group << 16) | (tag.element >> 8))
-        return creator is not None and (str(creator.value).strip(), tag.element & 0xFF) in safe
+            creator = str(ds[tag].value).strip()
+            return creator if any(creator == name for name, _ in safe) else None
+        found = ds.get((tag.group << 16) | (tag.element >> 8))
+        name = str(found.value).strip() if found is not None else None
+        return name if name is not None and (name, tag.element & 0xFF) in safe else None
 
     def _element_once(self, ds: Dataset, tag, raw, vr: str, action: str, path: str):
         """:meth:`_element`, remembered per raw value: the slices of a CT series repeat most of their header."""
-        if vr == "SQ" or action == "C" or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        if vr == "SQ" or not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
             return self._element(ds, tag, vr, action, path)
         key = (int(tag), raw.value, raw.is_implicit_VR, raw.is_little_endian)
+        if action in _PER_ITEM:
+            # Only a value found clean is remembered (the identifiers are complete once prepared): a value that
+            # held one is cleaned each time, so that the report names every place it was found.
+            if self._values.get(key) is _UNCHANGED:
+                return _UNCHANGED
+            new = self._element(ds, tag, vr, action, path)
+            if new is _UNCHANGED and action == "C":
+                self._values[key] = new
+            return new
+        if vr == "UI" and action in ("U", "K") and raw.is_little_endian:
+            return self._uid_bytes(raw, action)  # one per CT slice (SOPInstanceUID): never repeated
         if key not in self._values:
             new = self._element(ds, tag, vr, action, path)
             if isinstance(new, DataElement) and new.VR != "SQ" and _ascii(new.value):
@@ -115,12 +168,27 @@ class HeaderDeidentifier:
             self._values[key] = new
         return self._values[key]
 
+    def _uid_bytes(self, raw: RawDataElement, action: str):
+        """:meth:`_uid` (U) or :meth:`_known_uid` (K) on the bytes: UIDs are ASCII, backslash-separated and padded
+        with NUL to even length (PS3.5 6.2, 9.1) in every encoding, so the new value is written as pydicom writes
+        it without converting the element and encoding it back."""
+        values = (raw.value or b"").rstrip(b"\x00 ").decode("ascii", "replace").split("\\")
+        if action == "U":
+            mapped = [v if not v or self.uids.issued(v) else self.uids.new(v) for v in values]
+        else:
+            mapped = [self.uids.get(v) if v else v for v in values]
+        if mapped == values:
+            return _UNCHANGED
+        value = "\\".join(mapped).encode("ascii")
+        value += b"\x00" * (len(value) % 2)
+        return raw._replace(VR="UI", length=len(value), value=value)
+
     def _element(self, ds: Dataset, tag, vr: str, action: str, path: str):
         if action == "X":
             return None
         if vr == "SQ":
             return DataElement(tag, "SQ", Sequence()) if action == "Z" else self._sequence(ds, tag, path)
-        element = ds[tag]
+        element = read_element(ds, tag)
         if element.VR == "SQ":  # an implicit-VR UN that reads as a sequence
             return self._sequence(ds, tag, path)
         if action == "Z":
@@ -135,6 +203,8 @@ class HeaderDeidentifier:
             return self._known_uid(element)
         if action == "C":
             return self._clean(ds, element, path)
+        if action == "N":
+            return self._beam_label(ds, element, path)
         return self._dummy(element, path)
 
     def _sequence(self, ds: Dataset, tag, path: str):
@@ -146,14 +216,14 @@ class HeaderDeidentifier:
                 return self._sequences[key]
         name = keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})"
         items, changed = [], False
-        for n, item in enumerate(sequence_items(ds, tag, self.parsed)):
+        for n, item in enumerate(items_of(ds, tag, self.parsed)):
             new, item_changed = self._walk(item, f"{path}{name}[{n}].")
             items.append(new)
             changed |= item_changed
         if not changed:
             result = _UNCHANGED
         elif key is not None:  # encoded once: an RTSTRUCT writes the same few hundred values thousands of times
-            result = encode_sequence(raw, items, ds._character_set)
+            result = encode_items(raw, items, character_set(ds))
         else:
             result = DataElement(tag, "SQ", Sequence(items))
         if key is not None:
@@ -187,13 +257,26 @@ class HeaderDeidentifier:
         return _map_uids(element, self.uids.get)
 
     def _clean(self, ds: Dataset, element: DataElement, path: str):
-        if not isinstance(element.value, str) or not self.identifiers.contains(element.value):
+        if element.value in (None, "", b""):
+            return _UNCHANGED
+        values = element.value if element.VM > 1 else [element.value]
+        if not self.identifiers.contains("\\".join(str(v) for v in values)):
             return _UNCHANGED
         self.cleaned.append(path + (element.keyword or str(element.tag)))
         if element.keyword == "ROIName" and "ROINumber" in ds:
             self.renamed[element.value] = f"ROI_{ds.ROINumber}"
             return DataElement(element.tag, element.VR, self.renamed[element.value])
         return DataElement(element.tag, element.VR, None)
+
+    def _beam_label(self, ds: Dataset, element: DataElement, path: str):
+        """``BEAM 3`` for the beam numbered 3: distinct per beam, the same in a plan (BeamNumber) and in what
+        refers to its beams (ReferencedBeamNumber, as treatment records do), and deterministic."""
+        if element.value in (None, ""):
+            return _UNCHANGED
+        number = ds.get("BeamNumber", ds.get("ReferencedBeamNumber"))
+        if number is None or str(number).strip() == "":
+            return self._dummy(element, path)  # no number to tell the beam by: the dummy of every other label
+        return DataElement(element.tag, element.VR, f"BEAM {str(number).strip()}")
 
     def _dummy(self, element: DataElement, path: str):
         vr = element.VR
@@ -211,14 +294,20 @@ class HeaderDeidentifier:
         return DataElement(element.tag, vr, None)
 
     def _file_meta(self, meta: FileMetaDataset, ds: Dataset) -> FileMetaDataset:
-        out = FileMetaDataset()
-        for tag in _FILE_META_KEPT:
-            element = meta.get_item(tag)  # as read: converting the values was a fifth of a CT slice's time
+        """``meta`` (a copy of the read one, which keeps its encoding: a new FileMetaDataset, with none, made
+        pydicom convert its elements when writing) with only what identifies the file's format."""
+        for tag in [tag for tag in meta._dict if tag not in _FILE_META_KEPT]:
+            del meta._dict[tag]
+        # What pydicom's enforce_file_format would add (PS3.10 7.1), so that the set is written without it: its
+        # checks converted every file meta element of every CT slice again.
+        for meta_tag, vr, value in _FILE_META_DEFAULTS:
+            if meta_tag not in meta._dict:
+                meta[meta_tag] = DataElement(meta_tag, vr, value)
+        for meta_tag, uid_tag in ((0x00020002, 0x00080016), (0x00020003, 0x00080018)):  # SOP class and instance
+            element = ds.get_item(uid_tag)
             if element is not None:
-                out[tag] = element
-        if "SOPInstanceUID" in ds:
-            out[0x00020003] = DataElement(0x00020003, "UI", ds.SOPInstanceUID)  # MediaStorageSOPInstanceUID
-        return out
+                meta._dict[BaseTag(meta_tag)] = _meta_uid(meta_tag, element)
+        return meta
 
     def _mark(self, ds: Dataset) -> None:
         """PS3.15 E.1.1: Patient Identity Removed, the method, and a code per option applied (CID 7050)."""
@@ -239,16 +328,16 @@ class HeaderDeidentifier:
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             items.append(item)
         method = f"deface-ts {__version__}: {self.profile.name} (PS3.15 E.1-1 {self.profile.edition})"
-        marks: list[DataElement | RawDataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
+        marks: list[DataElement] = [DataElement(0x00120062, "CS", "YES"),  # PatientIdentityRemoved
                  DataElement(0x00120063, "LO", (method + ("; face removed" if self.defaced else ""))[:64])]
-        if implicit is not None and little is not None:
-            empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)
-            marks.append(encode_sequence(empty, items, "iso8859"))  # DeidentificationMethodCodeSequence
-        else:
-            marks.append(DataElement(0x00120064, "SQ", Sequence(items)))
         if self.profile.shift_dates:
             marks.append(DataElement(0x00280303, "CS", "MODIFIED"))  # LongitudinalTemporalInformationModified
-        return marks
+        if implicit is None or little is None:
+            return [*marks, DataElement(0x00120064, "SQ", Sequence(items))]
+        empty = RawDataElement(BaseTag(0x00120064), "SQ", 0, b"", 0, implicit, little, True, False)
+        # As bytes in the file's encoding (ASCII values): written like the elements read, not through the writers.
+        return [*(encode_element(mark, empty) for mark in marks),
+                encode_sequence(empty, items, "iso8859")]  # DeidentificationMethodCodeSequence
 
 
 def _map_uids(element: DataElement, new):
@@ -261,10 +350,33 @@ def _map_uids(element: DataElement, new):
     return DataElement(element.tag, "UI", mapped if element.VM > 1 else mapped[0])
 
 
+def _meta_uid(tag: int, element: DataElement | RawDataElement) -> DataElement | RawDataElement:
+    """A UID of the dataset as the file meta element ``tag`` (explicit VR little endian). A raw one keeps its
+    bytes, which are the same in every encoding (PS3.5 9.1: ASCII, padded with NUL); the file meta is then
+    written without converting it."""
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        return RawDataElement(BaseTag(tag), "UI", len(element.value), element.value, 0, False, True, True, False)
+    return DataElement(tag, "UI", element.value)
+
+
+def _as_uid(element: DataElement) -> DataElement | None:
+    """A UN element's bytes as a UI element, when they are UIDs (digits and dots, backslash-separated, padded
+    with NUL or space as PS3.5 6.2 allows); else None."""
+    value = element.value
+    if not isinstance(value, bytes):
+        return None
+    text = value.rstrip(b"\x00 ")
+    if not text or not _UID_BYTES.fullmatch(text):
+        return None
+    values = text.decode("ascii").split("\\")
+    return DataElement(element.tag, "UI", values if len(values) > 1 else values[0])
+
+
 def _ascii(value) -> bool:
     """Whether ``value`` is encoded the same in every character set a dataset may declare."""
     values = value if isinstance(value, (list, tuple)) else [value]
-    return all(v is None or isinstance(v, (int, float)) or (isinstance(v, str) and v.isascii()) for v in values)
+    return all(v is None or isinstance(v, (int, float)) or (isinstance(v, (str, PersonName)) and str(v).isascii())
+               for v in values)
 
 
 def _vr(tag) -> str:

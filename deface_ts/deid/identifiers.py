@@ -13,13 +13,17 @@ import re
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 
+from deface_ts.deid.sequences import character_set, items_of
 from deface_ts.deid.table import ActionTable
-from deface_ts.io.dicom.uids import sequence_items
 
 MIN_LENGTH = 3
+_SMALL = 1 << 16
+# One search of the echo scan: the token, the bytes that may not stand just before or after it, the index of the
+# byte looked for first (see _occurrences), and the kind of identifier.
+_Search = tuple[bytes, bytes, bytes, int | None, str]
 # Values the de-identification writes itself: never an echo even where the input held them.
 OWN_VALUES = {"anonymized", "anonymous", "cleaned"}
 _TEXT_KEYWORDS = (
@@ -44,7 +48,8 @@ class Identifiers:
     numbers: dict[str, str] = field(default_factory=dict)  # all-digit IDs and dates (YYYYMMDD)
     uids: set[str] = field(default_factory=set)
     too_short: set[str] = field(default_factory=set)  # kinds with a value too short to search
-    _tokens: list[tuple[bytes, str]] | None = None
+    _tokens: list[_Search] | None = None
+    _number_searches: list[_Search] | None = None
     _uid_prefixes: list[bytes] | None = None
     _contains: dict[str, bool] = field(default_factory=dict)
 
@@ -61,24 +66,34 @@ class Identifiers:
             self.numbers.setdefault(value, kind)
         else:
             self.text.setdefault(value, kind)
-        self._tokens = None
+        self._tokens = self._number_searches = None
         self._contains.clear()
 
     def find(self, data: bytes) -> str | None:
         """The kind of the first identifier found in ``data`` (case-insensitive), else None."""
-        for number, kind in self.numbers.items():
-            # A date may go on as the time of a DT; no value starts inside a longer number or a decimal.
-            if _bounded_find(data, number.encode(), before=b"0123456789.",
-                             after=b"" if kind == "date" else b"0123456789"):
-                return kind
+        # In a small value or a CT header, ``in`` (C code) rules most tokens out before the bounded search (Python
+        # code) runs; in megabytes of ContourData it would be one more full search per token.
+        small = len(data) < _SMALL
+        for search in self.number_searches:
+            if (not small or search[0] in data) and _bounded_find(data, *search[:4]):
+                return search[4]
         if self.uids and self._has_uid(data):
             return "UID"
         if self.text:
             lowered = data.lower()
-            for token, kind in self.tokens:
-                if _bounded_find(lowered, token, _word_class(token[0]), _word_class(token[-1])):
-                    return kind
+            for search in self.tokens:
+                if (not small or search[0] in lowered) and _bounded_find(lowered, *search[:4]):
+                    return search[4]
         return None
+
+    @property
+    def number_searches(self) -> list[_Search]:
+        """(token, bytes not allowed before, after, anchor, kind) of each all-digit value, made once."""
+        if self._number_searches is None:
+            # A date may go on as the time of a DT; no value starts inside a longer number or a decimal.
+            self._number_searches = [(number.encode(), b"0123456789.", b"" if kind == "date" else b"0123456789",
+                                      _anchor(number.encode()), kind) for number, kind in self.numbers.items()]
+        return self._number_searches
 
     def _has_uid(self, data: bytes) -> bool:
         """Whether an original UID stands on its own in ``data``: found by its first characters (a few roots
@@ -102,23 +117,25 @@ class Identifiers:
         return self._contains[text]
 
     @property
-    def tokens(self) -> list[tuple[bytes, str]]:
-        """Each text value in lower case, in the encodings a DICOM file or a report may hold it."""
+    def tokens(self) -> list[_Search]:
+        """Each text value in lower case, in the encodings a DICOM file or a report may hold it, as a search
+        (token, bytes not allowed before, after, anchor, kind) made once: the echo scan runs them on every file."""
         if self._tokens is None:
-            self._tokens = sorted({(encoded, kind) for value, kind in self.text.items()
-                                   for encoded in (value.encode("utf-8"), value.encode("latin-1", "ignore"))
-                                   if encoded})
+            encoded = sorted({(token, kind) for value, kind in self.text.items()
+                              for token in (value.encode("utf-8"), value.encode("latin-1", "ignore")) if token})
+            self._tokens = [(token, _word_class(token[0]), _word_class(token[-1]),
+                             _anchor(token) if len(token) > 1 else None, kind) for token, kind in encoded]
         return self._tokens
 
 
-def _bounded_find(data: bytes, token: bytes, before: bytes, after: bytes) -> bool:
+def _bounded_find(data: bytes, token: bytes, before: bytes, after: bytes, anchor: int | None = -1) -> bool:
     """Whether ``token`` occurs in ``data`` with no byte of ``before`` just before it nor of ``after`` just after.
 
     "doe" matches "doe1" and "mrn-doe", not "does"; "12345" matches "mrn12345",
     not "0.12345". bytes.find runs at memory speed, where one regular expression
     of every value did not.
     """
-    for start in _occurrences(data, token):
+    for start in _occurrences(data, token, anchor):
         end = start + len(token)
         if (start == 0 or data[start - 1] not in before) and (end == len(data) or data[end] not in after):
             return True
@@ -140,7 +157,7 @@ def _anchor(token: bytes) -> int | None:
     return next((i for i, c in enumerate(token) if c not in _NUMERIC_TEXT), None)
 
 
-def _occurrences(data: bytes, token: bytes):
+def _occurrences(data: bytes, token: bytes, anchor: int | None = -1):
     """Every start of ``token`` in ``data``, in order.
 
     A search for a multi-byte token runs at ~1.5 GB/s, a search for one byte at
@@ -149,7 +166,8 @@ def _occurrences(data: bytes, token: bytes):
     and the token is compared only there. Every occurrence holds that byte at the
     same offset, so none is missed.
     """
-    anchor = _anchor(token) if len(token) > 1 else None
+    if anchor == -1:  # not given: found here (callers that search often pass the one they made once)
+        anchor = _anchor(token) if len(token) > 1 else None
     if anchor is None:
         start = data.find(token)
         while start >= 0:
@@ -173,11 +191,21 @@ def _word_class(char: int) -> bytes:
     return _DIGIT_BYTES if chr(char).isdigit() else _LETTER_BYTES if chr(char).isalpha() else b""
 
 
+def read_element(ds: Dataset, tag) -> DataElement:
+    """The element at ``tag`` with its value converted, leaving ``ds`` as read (``ds[tag]`` would store the
+    conversion in it): an element left raw is written back as its bytes, where a converted one goes through
+    pydicom's value writers (a fifth of the time of writing a de-identified CT slice)."""
+    raw = ds.get_item(tag)
+    if not isinstance(raw, RawDataElement):
+        return raw
+    return convert_raw_data_element(raw, encoding=character_set(ds), ds=ds)
+
+
 def collect(datasets: list[Dataset], table: ActionTable, parsed: dict | None = None) -> Identifiers:
     """Every identifying value of ``datasets`` at every depth (private elements are removed, not collected).
 
     ``parsed``: raw sequences parsed here are kept there for the transform (see
-    :func:`deface_ts.io.dicom.uids.sequence_items`).
+    :func:`deface_ts.deid.sequences.items_of`).
     """
     found = Identifiers()
     seen: set = set()  # raw values already read: the slices of a CT series repeat most of their header
@@ -188,7 +216,7 @@ def collect(datasets: list[Dataset], table: ActionTable, parsed: dict | None = N
 
 def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set, parsed: dict | None) -> None:
     for tag, raw in ds.items():
-        if tag.is_private:
+        if tag & 0x10000:  # private (an odd group)
             continue
         # The VR before the value: keying a CT slice's pixel data by its bytes hashed 512 kB per slice.
         vr = raw.VR or _vr(tag)
@@ -200,15 +228,17 @@ def _collect(ds: Dataset, table: ActionTable, found: Identifiers, seen: set, par
             if key in seen:
                 continue
             seen.add(key)
+        element = None
         if vr == "UN":  # pydicom reads a UN of a known tag with the dictionary's VR (a sequence, a name...)
-            vr = ds[tag].VR
+            element = read_element(ds, tag)
+            vr = element.VR
         if vr == "SQ":
-            for item in sequence_items(ds, tag, parsed):
+            for item in items_of(ds, tag, parsed):
                 _collect(item, table, found, seen, parsed)
             continue
         if vr not in _VALUE_VRS and keyword is None:
             continue
-        element = ds[tag]
+        element = element or read_element(ds, tag)
         values = [str(v) for v in (element.value if element.VM > 1 else [element.value]) if v not in (None, "")]
         for value in values:
             if element.VR == "PN":

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from deface_ts.config import DeidConfig
 from deface_ts.deid.echo import scan_folder
 from deface_ts.deid.headers import HeaderDeidentifier
-from deface_ts.deid.identifiers import collect
+from deface_ts.deid.identifiers import collect, read_element
 from deface_ts.deid.keys import load_key
 from deface_ts.deid.profile import load_profile
 from deface_ts.errors import ConfigError, InputError, OutputError, PrivacyError
@@ -32,7 +32,7 @@ def prepare(datasets: list[Dataset], config: DeidConfig, patient_id: str | None 
     profile = load_profile(config.profile)
     if profile is None:
         return None
-    patients = sorted({str(ds.get("PatientID", "")) for ds in datasets})
+    patients = sorted({str(read_element(ds, 0x00100020).value or "") if 0x00100020 in ds else "" for ds in datasets})
     if len(patients) != 1:
         raise InputError(f"{where}: objects of {len(patients)} different PatientIDs; de-identification keys "
                          "dates and pseudonym per patient, so one run takes one patient")

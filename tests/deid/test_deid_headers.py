@@ -88,7 +88,8 @@ def test_table_is_packaged_with_its_edition():
     assert table.action(0x00081155) == "U"  # ReferencedSOPInstanceUID
     assert table.action(0x60023000) == "X"  # Overlay Data, repeating group 60xx
     assert table.action(0x300A00C2) is None  # Beam Name: missing from the table, hence the RT list
-    assert set(table.by_tag.values()) <= {"D", "Z", "X", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
+    assert {row["basic"] for row in table.by_tag.values()} <= {"D", "Z", "X", "U", "Z/D", "X/Z", "X/D", "X/Z/D",
+                                                                "X/Z/U*"}
 
 
 def test_deid_leaves_no_identifier_and_keeps_pixels(phi, deid_run):
@@ -146,7 +147,12 @@ def test_deid_rt_text_and_roi_names(phi, deid_run):
     by_modality = {str(ds.Modality): ds for ds in datasets(out)}
     plan, structures = by_modality["RTPLAN"], by_modality["RTSTRUCT"]
     assert "RTPlanName" not in plan and "ToleranceTableLabel" not in plan.ToleranceTableSequence[0]
-    assert all(b.TreatmentMachineName == "" and "BeamDescription" not in b for b in plan.BeamSequence)
+    assert all(b.TreatmentMachineName == "" for b in plan.BeamSequence)
+    # Each beam keeps a label of its own, from its number, so a physicist still tells them apart.
+    assert [(b.BeamName, b.BeamDescription) for b in plan.BeamSequence] == [
+        (f"BEAM {b.BeamNumber}", f"BEAM {b.BeamNumber}") for b in plan.BeamSequence]
+    assert len(plan.BeamSequence) > 1 and {int(r.ReferencedBeamNumber) for g in plan.FractionGroupSequence
+                                           for r in g.ReferencedBeamSequence} == {b.BeamNumber for b in plan.BeamSequence}
     names = {item.ROIName for item in structures.StructureSetROISequence}
     original = {item.ROIName for item in pydicom.dcmread(phi.folder / "structures.dcm").StructureSetROISequence}
     assert PHI_ROI not in names and (original - {PHI_ROI}) <= names  # PTV/GTV/OAR names untouched
@@ -250,6 +256,23 @@ def test_safe_private_is_opt_in_and_still_scanned(phi, tmp_path, key, capsys):
     assert "(PatientID)" in capsys.readouterr().err and not (tmp_path / "leak").exists()
 
 
+@pytest.mark.parametrize("entry", ["GOTHAM TPS 1.0:03:UI", "GOTHAM TPS 1.0:03"])
+def test_safe_private_uids_are_remapped_whatever_their_vr(phi, tmp_path, key, entry):
+    """The vendor block's element 03 holds the StudyInstanceUID: as UI in the explicit-VR files, as UN in the
+    implicit-VR dose. Kept as safe, it gets the new UID in both, declared a UID element or not."""
+    profile = tmp_path / "safe.yaml"
+    profile.write_text(f"safe_private: ['{entry}', 'GOTHAM TPS 1.0:04']\n")
+    out = tmp_path / "out"
+    assert main(["deid", str(phi.folder), str(out), "--deid-key", str(key), "--deid", str(profile)]) == 0
+    dose, plan = pydicom.dcmread(out / "RTDOSE_0001.dcm"), pydicom.dcmread(out / "RTPLAN_0001.dcm")
+    assert dose.is_implicit_VR and not plan.is_implicit_VR
+    for ds in (dose, plan):
+        uid = ds[0x32531003]
+        value = uid.value.decode().rstrip("\x00 ") if isinstance(uid.value, bytes) else str(uid.value)
+        assert value == ds.StudyInstanceUID and value not in phi.original_uids
+    assert pydicom.dcmread(out / "RTDOSE_0001.dcm")[0x32531004].value.rstrip(b"\x00 ") == b"TPS 7.1"
+
+
 @requires_dciodvfy
 def test_deid_output_is_no_less_valid(phi, deid_run, tmp_path):
     out, _ = deid_run
@@ -302,3 +325,22 @@ def test_echo_in_contour_data_is_caught(phi, deid_run, tmp_path, key, planted, k
     with pytest.raises(Exception) as error:
         check_output(scan, deid)
     assert f"ContourData ({kind})" in str(error.value) and planted.decode() not in str(error.value)
+
+
+def test_input_datasets_are_left_as_read(phi, key):
+    """De-identification copies: the read datasets keep their elements, file meta and preamble. The CT slices'
+    elements stay the very objects read (not converted in place), which is what lets the unchanged ones be written
+    back as their bytes."""
+    from deface_ts.config import DeidConfig
+    from deface_ts.deid.session import prepare
+    from deface_ts.deid.study import read_folder
+
+    datasets = [ds for _, ds in read_folder(phi.folder)]
+    before = [(dict(ds._dict), dict(ds.file_meta._dict), ds.preamble) for ds in datasets]
+    deid = prepare(datasets, DeidConfig(key_file=str(key)))
+    outputs = [deid.dataset(ds) for ds in datasets]
+    for ds, out, (elements, meta, preamble) in zip(datasets, outputs, before):
+        assert set(ds._dict) == set(elements) and dict(ds.file_meta._dict) == meta and ds.preamble == preamble
+        assert out.file_meta is not ds.file_meta and "PatientName" in ds
+        if ds.Modality == "CT":
+            assert all(ds._dict[tag] is element for tag, element in elements.items() if tag != 0x00080060)

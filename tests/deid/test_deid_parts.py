@@ -42,7 +42,7 @@ def test_profiles_resolve_compound_actions_and_rt_labels():
     research, basic = builtin_profile("rt-research"), builtin_profile("basic")
     institution, beam_name, roi_name, study_time = 0x00080080, 0x300A00C2, 0x30060026, 0x00080030
     assert research.action(institution, "LO") == basic.action(institution, "LO") == "D"  # X/Z/D
-    assert research.action(beam_name, "LO") == basic.action(beam_name, "LO") == "D"
+    assert research.action(beam_name, "LO") == basic.action(beam_name, "LO") == "N"  # the beam's own label
     assert (research.action(roi_name, "LO"), basic.action(roi_name, "LO")) == ("C", "Z")
     assert (research.action(study_time, "TM"), basic.action(study_time, "TM")) == ("K", "Z")
     assert (research.action(0x00100040, "CS"), basic.action(0x00100040, "CS")) == ("K", "Z")  # PatientSex
@@ -55,6 +55,7 @@ def test_profiles_resolve_compound_actions_and_rt_labels():
     ("actions: {BeamName: KEEP}", "expected one of"),
     ("base: strict", "unknown de-identification profile"),
     ("retain: [dates]", "unknown key(s) retain"),
+    ("safe_private: ['GOTHAM TPS:1003:UI']", "'PRIVATE CREATOR:xx:UI' for an element that holds UIDs"),
 ])
 def test_yaml_profile_errors_name_the_file_and_rule(tmp_path, text, message):
     path = tmp_path / "profile.yaml"
@@ -134,3 +135,51 @@ def test_un_element_of_a_named_tag_is_collected():
     ds = Dataset()
     ds._dict[BaseTag(0x00081070)] = RawDataElement(BaseTag(0x00081070), "UN", 12, b"Welby^Marcus", 0, False, True)
     assert collect([ds], load_table()).find(b"seen by welby") == "OperatorsName component"
+
+
+def test_beam_names_become_the_beams_own_labels(monkeypatch):
+    """Photon and ion beams, and a treatment record's beams (numbered by ReferencedBeamNumber), get one distinct
+    label each, "BEAM <number>", whatever their names were; the same label where the record refers to the beam."""
+    from pydicom.sequence import Sequence
+
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    ds = _patient("A1")
+
+    def beam(number: int, name: str, field: str = "BeamNumber") -> Dataset:
+        item = Dataset()
+        setattr(item, field, number)
+        item.BeamName, item.BeamDescription = name, "Doe field"
+        return item
+
+    ds.BeamSequence = Sequence([beam(1, "Doe LAO"), beam(2, "Doe LAO")])  # two beams of one name
+    ds.IonBeamSequence = Sequence([beam(7, "Doe proton")])
+    ds.TreatmentSessionBeamSequence = Sequence([beam(2, "Doe LAO", "ReferencedBeamNumber")])
+    unnumbered = Dataset()
+    unnumbered.BeamName = "Doe"
+    ds.ReferencedBeamSequence = Sequence([unnumbered])
+    out = prepare([ds], DeidConfig()).dataset(ds)
+    assert [(b.BeamName, b.BeamDescription) for b in out.BeamSequence] == [("BEAM 1",) * 2, ("BEAM 2",) * 2]
+    assert out.IonBeamSequence[0].BeamName == "BEAM 7"
+    assert out.TreatmentSessionBeamSequence[0].BeamName == "BEAM 2"
+    assert out.ReferencedBeamSequence[0].BeamName == "ANONYMIZED"  # no number to tell it by: the dummy
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_uids_mapped_on_their_bytes_equal_pydicoms_encoding(monkeypatch, implicit):
+    """A UI value mapped without converting it (one per CT slice) is written as pydicom writes the new value."""
+    from pydicom.dataelem import DataElement, RawDataElement
+    from pydicom.tag import BaseTag
+
+    from deface_ts.io.dicom.uids import encode_element
+
+    monkeypatch.setenv("DEFACE_TS_DEID_KEY", "long-enough-secret-123")
+    deid = prepare([_patient("A1")], DeidConfig())
+    for old in ("1.2.840.99.1", "1.2.840.99.12", "1.2.3\\1.2.840.99.777"):  # odd and even lengths, two values
+        value = old.encode() + b"\x00" * (len(old) % 2)
+        raw = RawDataElement(BaseTag(0x00080018), None if implicit else "UI", len(value), value, 0, implicit, True)
+        new = deid._uid_bytes(raw, "U")
+        values = [deid.uids.get(v) for v in old.split("\\")]
+        expected = encode_element(DataElement(0x00080018, "UI", values if len(values) > 1 else values[0]), raw)
+        assert new.value == expected.value and new.length == expected.length and new.VR == "UI"
+        assert deid._uid_bytes(raw, "K").value == new.value  # an original UID of the set, mapped where kept
+        assert deid._uid_bytes(new, "U") is deid._uid_bytes(new, "K")  # an issued UID: unchanged (one sentinel)
