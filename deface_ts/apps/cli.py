@@ -424,5 +424,20 @@ def _models(args: argparse.Namespace, progress: StageProgress) -> int:
     return 0
 
 
+def run() -> None:
+    """The console script: :func:`main`, then the process ends without the interpreter's teardown.
+
+    Freeing a finished case object by object (every header element of every slice, the arrays) takes
+    0.2-0.3 s on the 2-core machine after the output is complete. The output streams and logging are
+    flushed first; by then every file is closed and every forked child joined. An unexpected exception
+    leaves through the normal exit, with its traceback.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -128,3 +128,14 @@ def test_default_run_writes_nothing_but_ours_to_stderr(phantom, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "verify: verified" in done.stdout
+
+
+def test_the_console_script_exits_with_the_code_and_all_its_output(phantom, tmp_path):
+    """run() ends the process without the interpreter's teardown: the exit code and every line still arrive."""
+    done = _cli("deface", str(phantom.folder), str(tmp_path / "out"), "--method", "eyes", "--verify", "off", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "done" and Path(summary["report"]).exists()
+    failed = _cli("deface", str(tmp_path / "missing"), str(tmp_path / "out2"), "--json")
+    assert failed.returncode == 3 and "does not exist" in failed.stderr
+    assert json.loads(failed.stdout)["exit_code"] == 3 and not (tmp_path / "out2").exists()
