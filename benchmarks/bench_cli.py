@@ -9,7 +9,7 @@ from fork to exit, on a 512x512x141 phantom with RTSTRUCT (25 ROIs), RTPLAN and 
 
 Targets on the 2-core machine: like for like <= 2.0 s and <= 600 MiB; default <= 5 s; process start to the
 first stage (imports, argument parsing, configuration) <= 0.3 s, read from the CLI's ``--json`` summary.
-Run: .venv/bin/python benchmarks/bench_cli.py [WORKDIR] [--runs N]
+Run: .venv/bin/python benchmarks/bench_cli.py [WORKDIR] [--runs N] [--peer COMMAND]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -87,6 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work", nargs="?", type=Path, default=Path(tempfile.gettempdir()) / "deface-ts-bench-cli")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--peer", help="another tool's command, run in the same alternation with the output folder "
+                        "appended (e.g. a local defaceRT set up outside this repository: its code is not ours to ship)")
     args = parser.parse_args()
     study = phantom(args.work / "study", slices=SLICES)
     out = args.work / "out"
@@ -97,6 +100,8 @@ def main() -> None:
             "--quiet", "--json"]),
         Runs("deface (defaults)", cli() + ["deface", str(study), str(out), "--quiet", "--json"]),
     ]
+    if args.peer:
+        runs.insert(1, Runs(f"peer: {args.peer}"[:48], [*shlex.split(args.peer), str(out)]))
     print(f"phantom: {study} (512x512x{SLICES}); {args.runs} alternating runs, medians")
     for _ in range(args.runs):
         for entry in runs:
