@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+#: Native libraries with threads or GL contexts of their own: once one has run, a fork copies them half made.
+NATIVE = ("cv2", "mediapipe", "dlib", "torch", "vtkmodules.vtkRenderingOpenGL2", "tensorflow")
+
+
+def fork_is_safe() -> bool:
+    """No other thread runs and none of the ``NATIVE`` libraries has been loaded in this process."""
+    return threading.active_count() == 1 and not any(name in sys.modules for name in NATIVE)
 
 
 class Forked(Generic[T]):

@@ -197,3 +197,29 @@ def test_verification_runs_beside_the_pipeline_in_a_fresh_process(phantom_cache,
 def forked_eyes(output) -> list[list[float]]:
     """The eye centres the run used (report.json), in the order the locator gave them."""
     return list(json.loads((output / "report.json").read_text())["landmarks"]["eye_centres_mm"].values())
+
+
+def test_weight_free_auto_in_a_fresh_process_forks_the_render_locator_and_the_verification(phantom_cache, tmp_path):
+    """No eye ROI, no weights, a fresh CLI process: the render locator runs in a forked child beside the CT eye
+    finder, so this process never loads VTK or a detector and the verification forks too; same answer."""
+    study = phantom_cache(include_eyes=False)
+    run = _cli("deface", str(study.folder), str(tmp_path / "out"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["locator_notes"][0].startswith("eyes from the CT, confirmed by the render locator")
+    assert report["verify"]["ran"].startswith("beside the pipeline") and report["verify"]["decided_by"] == "verified"
+    here = deface(study.folder, tmp_path / "here", load_config())  # this process: whatever pytest loaded before
+    assert here["locator_notes"] == report["locator_notes"]
+    assert here["landmarks"]["eye_centres_mm"] == report["landmarks"]["eye_centres_mm"]
+
+
+def test_a_located_face_survives_the_trip_from_a_child(face_ct):
+    from deface_ts.locate.ct_eyes import CtEyeLocator
+    from deface_ts.locate.weightless import _compact, _expand
+
+    direct = CtEyeLocator().locate(face_ct)
+    travelled = _expand(_compact(CtEyeLocator(), face_ct), face_ct)
+    assert [(e.source, e.side) for e in travelled.eyes] == [(e.source, e.side) for e in direct.eyes]
+    for a, b in zip(direct.eyes, travelled.eyes):
+        assert np.array_equal(a.centre_mm, b.centre_mm) and np.array_equal(a.mask, b.mask)
+    assert travelled.notes == direct.notes and travelled.method == direct.method

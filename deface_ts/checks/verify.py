@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from deface_ts.checks import identity
 from deface_ts.checks.identity import IdentityResult
 from deface_ts.config import Config, VerifyConfig
 from deface_ts.errors import InputError, PrivacyError
-from deface_ts.forked import Forked
+from deface_ts.forked import Forked, fork_is_safe
 from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import Case
 from deface_ts.io.dicom.ct import load_ct
@@ -296,12 +294,6 @@ class VisualVerification:
             os.close(self._ready)
             os.close(self._tell)
             self._job = None
-
-
-def fork_is_safe() -> bool:
-    """No other thread runs and no native library with threads or GL contexts of its own has been used."""
-    native = ("cv2", "mediapipe", "dlib", "torch", "vtkmodules.vtkRenderingOpenGL2", "tensorflow")
-    return threading.active_count() == 1 and not any(name in sys.modules for name in native)
 
 
 def verdict(visible_before: bool, found_after: list, judged: IdentityResult) -> tuple[str, str]:

@@ -74,7 +74,9 @@ def weight_free_locator(config: Config, structures: Structures | None, cross_che
     from deface_ts.vision import faces
 
     render = None
-    if cross_check and any(d in LANDMARK_DETECTORS for d in faces.available_detectors()):
+    # Installed, not yet proven to run: proving it loads the detectors here, and the render locator runs in a
+    # forked child (`WeightFreeLocator`); one that does not run fails there, and the CT's eyes stand alone.
+    if cross_check and any(d in LANDMARK_DETECTORS for d in faces.installed_detectors()):
         render = RenderLocator(backend=config.verify.backend, detectors=tuple(config.verify.detectors) or None)
     return WeightFreeLocator(CtEyeLocator(), render, why=why_weight_free(structures))
 

@@ -13,13 +13,16 @@ the user can do next.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from deface_ts.errors import PrivacyError
+from deface_ts.forked import Forked, fork_is_safe
+from deface_ts.geometry.masks import BoxMask
 from deface_ts.geometry.volume import Volume
-from deface_ts.locate.base import FaceLocation, Locator
+from deface_ts.locate.base import Eye, FaceLocation, Locator
 from deface_ts.locate.ct_eyes import CtEyeLocator
 
 #: The two estimates of one eye must lie within a globe radius of each other: then each centre lies inside
@@ -52,13 +55,18 @@ class WeightFreeLocator:
 
     def locate(self, ct: Volume) -> FaceLocation:
         found, failures = {}, {}
-        for label, locator in (("CT eye finder", self.ct_eyes), ("render locator", self.render)):
-            if locator is None:
-                continue
-            try:
-                found[label] = locator.locate(ct)
-            except PrivacyError as exc:
-                failures[label] = str(exc).replace(" Nothing was written.", "").rstrip(".")
+        # The render locator (VTK, detectors, holding the GIL) runs in a forked child beside the CT eye finder,
+        # where this process has not yet loaded them: then the visual verification can fork later too.
+        rendering = Forked(_compact, self.render, ct) if self.render is not None and fork_is_safe() else None
+        with rendering or nullcontext():
+            for label, locator in (("CT eye finder", self.ct_eyes), ("render locator", self.render)):
+                if locator is None:
+                    continue
+                try:
+                    found[label] = (_expand(rendering.result(), ct) if rendering is not None and locator is self.render
+                                    else locator.locate(ct))
+                except PrivacyError as exc:
+                    failures[label] = str(exc).replace(" Nothing was written.", "").rstrip(".")
         if not found:
             tried = "; ".join(f"{label}: {message}" for label, message in failures.items())
             raise PrivacyError(f"{self.why + '; ' if self.why else ''}{tried}. To go on, {NEXT_STEPS}")
@@ -81,6 +89,18 @@ class WeightFreeLocator:
                                f"To go on, {NEXT_STEPS}")
         notes = [f"eyes from the CT, confirmed by the render locator ({summary} apart; tolerance {AGREEMENT_MM:g} mm)"]
         return FaceLocation(ct_found.method, ct_found.eyes, None, notes + ct_found.notes + rendered.notes)
+
+
+def _compact(locator: Locator, ct: Volume) -> FaceLocation:
+    """The locator's finding with each eye's mask in its box (CT-sized masks are not worth pickling)."""
+    location = locator.locate(ct)
+    eyes = [Eye(e.source, e.side, e.centre_mm, BoxMask.from_full(e.mask)) for e in location.eyes]  # type: ignore[arg-type]
+    return FaceLocation(location.method, eyes, location.face_mask, location.notes)
+
+
+def _expand(location: FaceLocation, ct: Volume) -> FaceLocation:
+    eyes = [Eye(e.source, e.side, e.centre_mm, e.mask.full(ct.shape)) for e in location.eyes]  # type: ignore[attr-defined]
+    return FaceLocation(location.method, eyes, location.face_mask, location.notes)
 
 
 def agreement(a: FaceLocation, b: FaceLocation) -> dict[str, float]:

@@ -185,6 +185,12 @@ def _usable(name: str) -> bool:
     return True
 
 
+def installed_detectors() -> list[str]:
+    """Names of the detectors whose package is installed, in order of preference, found without importing one
+    (a process that has not loaded them can still fork safely); `available_detectors` proves each one runs."""
+    return [name for name in DETECTORS if _module_present(_REGISTRY[name][0])]
+
+
 def available_detectors() -> list[str]:
     """Names of the detectors that import and run here, in order of preference."""
     return [name for name in DETECTORS if _usable(name)]

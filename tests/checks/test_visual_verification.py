@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from deface_ts.checks import verify
-from deface_ts.checks.verify import VisualVerification, fork_is_safe
+from deface_ts.checks.verify import VisualVerification
 from deface_ts.config import VerifyConfig
+from deface_ts.forked import fork_is_safe
 
 
 def test_no_fork_while_another_thread_runs():
