@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
+from deface_ts.checks.identity import start_worker as start_identity_worker
 from deface_ts.checks.position import decide_position
 from deface_ts.checks.verify import post_check, post_check_volume, visual_check
 from deface_ts.config import Config
@@ -53,6 +54,8 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
     writes the old → new linkage to ``linkage`` (else ``config.deid.linkage``, else beside ``output``).
     """
     timer = Timer(progress)
+    if config.verify.mode != "off":
+        start_identity_worker()  # forked while this process is small; it embeds faces beside verify's renders
     with timer.stage("load"):
         case: CaseInput = (NiftiInput.load(Path(input), eyes_mask, list(protect_masks), config) if is_nifti(input)
                            else DicomInput.load(Path(input), series_uid, config, patient_id))

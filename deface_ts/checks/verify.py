@@ -162,11 +162,13 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
                        eyes_mm: np.ndarray | None):
     """Renders, detections and the identity verdict; native work overlapped where it is safe.
 
-    The detectors read the original's views, and dlib embeds them, while the written CT is
-    rendered; the defaced views are searched while dlib embeds them. Only part of this runs
-    side by side: mtcnn's OpenCV nets release the GIL, but dlib's ResNet holds it for each
-    whole descriptor and VTK for most of a render (benchmarks/README.md, "identity check").
-    No detector or model object is used by two threads at once.
+    The detectors read the original's views while the written CT is rendered; the original's
+    face chips then go to dlib's network, and the written CT's as soon as it is rendered, so the
+    network runs beside the render and the detectors of the defaced views. It runs in the worker
+    process `identity.start_worker` forked (the pipeline forks it before loading the CT): dlib
+    holds the GIL for each whole descriptor, so in a thread it would only take turns with them
+    (benchmarks/README.md, "identity check"). No detector or model object is used by two threads
+    at once.
     """
     from deface_ts.vision import faces
     from deface_ts.vision.render import render_views
@@ -180,16 +182,16 @@ def _render_and_detect(before: Volume, after: Volume, config: VerifyConfig, dete
     def look_at_original():
         seen = faces.faces_in_views(before_renders, detectors)
         boxes = identity.face_boxes(before_renders, seen, eyes_mm)
-        return seen, boxes, identity.descriptors(before_renders, boxes)
+        return seen, boxes, identity.describe(before_renders, boxes)
 
     with ThreadPoolExecutor(1) as pool:
         looking = pool.submit(look_at_original)
         after_renders = render(after, frame=before_renders)
         seen_before, boxes, described_before = looking.result()
-        embedding = pool.submit(identity.descriptors, after_renders, boxes)
-        seen_after = faces.faces_in_views(after_renders, detectors)
-        described_after = embedding.result()
-    judged = identity.judge(boxes, described_before, described_after, config.identity_threshold, eyes_mm)
+    described_after = identity.describe(after_renders, boxes)
+    seen_after = faces.faces_in_views(after_renders, detectors)
+    judged = identity.judge(boxes, described_before.result(), described_after.result(), config.identity_threshold,
+                            eyes_mm)
     return before_renders, after_renders, seen_before, seen_after, judged
 
 
