@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from deface_ts.geometry.volume import Volume
 from deface_ts.io.dicom.case import load_case
 from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.pipeline import deface
+from deface_ts.vision import identity
 from tests.conftest import SMALL, tree_digest
 from tests.vision.scenes import shave
 
@@ -40,6 +42,8 @@ def test_verified_case_reports_what_the_detectors_saw(phantom_cache, tmp_path):
     frontal = {d["detector"] for d in verify["detections_before"]["0"]}
     assert len(frontal) >= 2  # the original face is seen by several detectors: the check proves something
     assert "verify" in report["timings_s"]
+    # the pipeline forked the process that runs dlib's network (identity.start_worker) and it is still there
+    assert identity.worker_pid() not in (None, os.getpid())
     # the QC pictures are referenced from the report and lie next to it
     assert set(report["qc_pictures"]) == {"axial", "sagittal", "dose", "renders"}
     for name in report["qc_pictures"].values():

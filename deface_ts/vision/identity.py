@@ -8,6 +8,10 @@ projected from the located eye landmarks and the nose tip (the nearest skin poin
 the camera below the eyes). dlib's 5-point predictor then aligns the face inside the
 box as it does for any photograph.
 
+The network (83 ms of CPU per face, holding the GIL) runs in a worker process forked
+before the CT is loaded (`start_worker`), so that it runs beside the renders and
+detectors on another core; without one it runs in a thread here, with the same numbers.
+
 The weights ship in face-recognition-models(-ng) (see :mod:`deface_ts.vision.faces`).
 Raw cosine similarity of these descriptors is ~0.9 even between different people; the
 L2 distance is what dlib calibrated (0.6 separates people in LFW photographs).
