@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -174,9 +177,23 @@ def start_worker() -> bool:
     """
     global _worker
     if _worker is None and available() and "fork" in multiprocessing.get_all_start_methods():
-        _worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_network)
+        _worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_serve,
+                                      initargs=(os.getpid(),))
         _worker.submit(int)  # the executor forks on its first task: make that now, while this process is small
     return _worker is not None
+
+
+def _serve(parent: int) -> None:
+    """The worker's start: load the network, and leave when the parent is gone. A parent killed outright
+    (SIGKILL, out of memory) never tells its executor's queue, and the worker would wait on it for ever."""
+    _network()
+    threading.Thread(target=_exit_without, args=(parent,), daemon=True, name="parent-watch").start()
+
+
+def _exit_without(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def worker_pid() -> int | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,6 +177,24 @@ def test_a_dead_worker_is_replaced_by_this_process(subjects):
         assert np.array_equal(rule.descriptors(views, boxes)[0.0], expected[0.0])  # later cases: a thread here
     finally:
         rule.start_worker()  # the other tests run with a worker, as the pipeline does
+
+
+def test_the_worker_leaves_when_its_parent_is_killed(tmp_path):
+    """A pipeline killed outright (SIGKILL, the out-of-memory killer) must not leave its worker behind."""
+    needs_identity()
+    script = ("import os, time\nfrom deface_ts.vision import identity\nassert identity.start_worker()\n"
+              "identity.Descriptors({}).result()\nprint(identity.worker_pid(), flush=True)\ntime.sleep(60)\n")
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    worker = int(parent.stdout.readline())  # type: ignore[union-attr]
+    assert _alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
 
 
 def _alive(pid: int) -> bool:
