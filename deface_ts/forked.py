@@ -43,7 +43,9 @@ class Forked(Generic[T]):
             return
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
-        self._process = context.Process(target=_child, args=(send, fn, args), daemon=True,
+        # Not daemonic, so that a child may start workers of its own (the verification's dlib worker); every
+        # Forked is waited for or stopped by its owner (a context manager, or stop()).
+        self._process = context.Process(target=_child, args=(send, fn, args), daemon=False,
                                         name=f"deface-ts {getattr(fn, '__name__', 'worker')}")
         self._process.start()
         send.close()

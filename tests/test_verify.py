@@ -42,6 +42,7 @@ def test_verified_case_reports_what_the_detectors_saw(phantom_cache, tmp_path):
     frontal = {d["detector"] for d in verify["detections_before"]["0"]}
     assert len(frontal) >= 2  # the original face is seen by several detectors: the check proves something
     assert "verify" in report["timings_s"]
+    assert verify["identity_network"] in ("a worker process", "a thread")
     # the QC pictures are referenced from the report and lie next to it
     assert set(report["qc_pictures"]) == {"axial", "sagittal", "dose", "renders"}
     for name in report["qc_pictures"].values():
@@ -180,6 +181,7 @@ def test_verification_runs_beside_the_pipeline_in_a_fresh_process(phantom_cache,
     assert run.returncode == 0, run.stderr
     forked = json.loads((tmp_path / "out" / "report.json").read_text())["verify"]
     assert forked["ran"].startswith("beside the pipeline") and forked["decided_by"] == "verified"
+    assert forked["identity_network"] == "a worker process"  # forked by the verification's child
     case = load_case(study.folder)
     written = load_case(tmp_path / "out" / "dicom")
     eyes = np.array([[float(v) for v in p] for p in forked_eyes(tmp_path / "out")])

@@ -75,9 +75,29 @@ def face_boxes(before: dict[float, Render], seen_before: dict,
     return boxes
 
 
+def start_worker() -> bool:
+    """Fork the process for dlib's network now (see `identity.start_worker`)."""
+    return identity.start_worker()
+
+
+def stop_worker() -> None:
+    identity.stop_worker()
+
+
+def worker_running() -> bool:
+    """Whether dlib's network runs in a worker process (else in a thread of this one)."""
+    return identity.worker_pid() is not None
+
+
+def describe(renders: dict[float, Render], boxes: dict[float, identity.FaceBox]) -> identity.Descriptors:
+    """Start dlib's descriptor of each view at its box: chips cut here (~1 ms each), the network (~0.08 s
+    of CPU each, holding the GIL) in the worker process when one was started, else in a thread."""
+    return identity.Descriptors({angle: identity.face_chip(renders[angle], box) for angle, box in boxes.items()})
+
+
 def descriptors(renders: dict[float, Render], boxes: dict[float, identity.FaceBox]) -> dict[float, np.ndarray]:
-    """dlib's descriptor of each view at its box (~0.08 s of CPU each, holding the GIL throughout)."""
-    return {angle: identity.descriptor(renders[angle], box) for angle, box in boxes.items()}
+    """dlib's descriptor of each view at its box, waited for."""
+    return describe(renders, boxes).result()
 
 
 def why_not(eyes_mm: np.ndarray | None) -> str:

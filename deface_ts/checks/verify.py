@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from deface_ts.io.dicom.study import StudyFiles, discover, read_header, select
 from deface_ts.locate.base import FaceLocation, anterior_pole
 from deface_ts.removal.plan import RemovalPlan
 from deface_ts.vision.cameras import Render
+from deface_ts.vision.identity import Descriptors
 
 NO_FACE_BEFORE = "no face visible before defacing"
 FACE_DETECTED = "face visible after defacing"
@@ -181,7 +181,7 @@ class Original:
     renders: dict[float, Render]
     seen: dict
     boxes: dict
-    described: dict
+    described: Descriptors  # under way (`identity.describe`)
 
 
 def look_at_original(before: Volume, config: VerifyConfig, eyes_mm: np.ndarray | None) -> Original:
@@ -191,26 +191,26 @@ def look_at_original(before: Volume, config: VerifyConfig, eyes_mm: np.ndarray |
     renders = _render(before, config, angles=tuple(config.angles))
     seen = faces.faces_in_views(renders, verify_detectors(config))
     boxes = identity.face_boxes(renders, seen, eyes_mm)
-    return Original(renders, seen, boxes, identity.descriptors(renders, boxes))
+    return Original(renders, seen, boxes, identity.describe(renders, boxes))
 
 
 def judge_written(original: Original, after: Volume, config: VerifyConfig, failure_folder: Path,
                   eyes_mm: np.ndarray | None) -> tuple[dict, dict, dict]:
     """The written CT rendered with the original's cameras and judged by both rules (:func:`visual_check`).
 
-    dlib embeds the defaced faces while the detectors search the defaced views (mtcnn's OpenCV
-    nets release the GIL; dlib's ResNet holds it for each whole descriptor: benchmarks/README.md,
-    "identity check"). No detector or model object is used by two threads at once.
+    dlib embeds the defaced faces while the detectors search the defaced views: in the worker
+    process `identity.start_worker` forked where one runs (dlib's ResNet holds the GIL for each whole
+    descriptor: benchmarks/README.md, "identity check"), else in a thread. No detector or model
+    object is used by two threads at once.
     """
     from deface_ts.vision import faces
 
     detectors = verify_detectors(config)
     after_renders = _render(after, config, frame=original.renders)
-    with ThreadPoolExecutor(1) as pool:
-        embedding = pool.submit(identity.descriptors, after_renders, original.boxes)
-        seen_after = faces.faces_in_views(after_renders, detectors)
-        described_after = embedding.result()
-    judged = identity.judge(original.boxes, original.described, described_after, config.identity_threshold, eyes_mm)
+    described_after = identity.describe(after_renders, original.boxes)  # beside the detectors' search
+    seen_after = faces.faces_in_views(after_renders, detectors)
+    judged = identity.judge(original.boxes, original.described.result(), described_after.result(),
+                            config.identity_threshold, eyes_mm)
     visible_before = bool(_counted(original.seen, config))
     found_after = _counted(seen_after, config)
     status, decided_by = verdict(visible_before, found_after, judged)
@@ -223,6 +223,7 @@ def judge_written(original: Original, after: Volume, config: VerifyConfig, failu
         "angles": [float(a) for a in config.angles],
         "count_scores": dict(COUNT_SCORES),
         "identity": judged.to_report(),
+        "identity_network": "a worker process" if identity.worker_running() else "a thread",
         "views": _views(original.seen, seen_after, found_after, judged),
         "detections_before": _summary(original.seen),
         "detections_after": _summary(seen_after),
@@ -279,11 +280,17 @@ class VisualVerification:
 
     def _judge_in_child(self) -> tuple[dict, dict, dict]:
         os.close(self._tell)  # so that a read sees the end of the pipe when the pipeline is gone
-        original = look_at_original(self.before, self.config, self.eyes_mm)
-        if os.read(self._ready, 1) != b"!":
-            raise RuntimeError("the pipeline ended before the written CT was ready")
-        return judge_written(original, self.before.with_array(self._written), self.config, self.failure_folder,
-                             self.eyes_mm)
+        # dlib's network gets a process of its own, forked before this one loads VTK and the detectors: it
+        # embeds the defaced faces while this one searches the defaced views.
+        identity.start_worker()
+        try:
+            original = look_at_original(self.before, self.config, self.eyes_mm)
+            if os.read(self._ready, 1) != b"!":
+                raise RuntimeError("the pipeline ended before the written CT was ready")
+            return judge_written(original, self.before.with_array(self._written), self.config, self.failure_folder,
+                                 self.eyes_mm)
+        finally:
+            identity.stop_worker()
 
     def __enter__(self) -> VisualVerification:
         return self

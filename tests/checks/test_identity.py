@@ -9,6 +9,11 @@ and the correct defacing must pass on every subject.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,7 @@ def needs_identity() -> None:
 @pytest.fixture(scope="session")
 def subjects() -> dict[str, tuple[Volume, np.ndarray, np.ndarray]]:
     needs_identity()
+    rule.start_worker()  # as the pipeline's verification does
     shapes = people(3)
     out = {}
     for name, (person, position) in SUBJECTS.items():
@@ -137,3 +143,63 @@ def test_threshold_is_the_documented_calibration():
     assert summary["same_person"]["max"] < summary["different_person"]["max"] <= summary["threshold"]
     assert summary["defacings"]["full"]["distance"]["min"] >= summary["threshold"]
     assert f"{summary['threshold']:.2f}" in (DOCS / "verification.md").read_text()
+
+
+def test_worker_gives_the_descriptors_computed_here_bit_for_bit(subjects):
+    """dlib's network in the worker process and in this one: the same numbers, so the calibration holds for both."""
+    assert rule.start_worker()
+    assert identity.worker_pid() not in (None, os.getpid())
+    ct, _, _ = subjects["phantom_HFS"]
+    views = render_views(ct, (0.0, 30.0, -30.0))
+    boxes = rule.face_boxes(views, faces.faces_in_views(views, list(faces.VERIFY_DETECTORS)), None)
+    assert len(boxes) == 3
+    from_worker = rule.descriptors(views, boxes)
+    for angle, box in boxes.items():
+        here = identity.descriptor(views[angle], box)  # dlib's own chip cut and embedding in this process
+        assert np.array_equal(from_worker[angle], here)
+
+
+def test_a_dead_worker_is_replaced_by_this_process(subjects):
+    """A worker killed (out of memory, say) between two cases: the descriptors are computed here, unchanged."""
+    ct, _, _ = subjects["phantom_FFP"]
+    views = render_views(ct, (0.0,))
+    boxes = rule.face_boxes(views, faces.faces_in_views(views, list(faces.VERIFY_DETECTORS)), None)
+    assert rule.start_worker()
+    expected = rule.descriptors(views, boxes)
+    pid = identity.worker_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):  # dead, not yet reaped: the executor's own thread reaps it
+        time.sleep(0.01)
+    try:
+        assert np.array_equal(rule.descriptors(views, boxes)[0.0], expected[0.0])
+        assert identity.worker_pid() is None
+        assert np.array_equal(rule.descriptors(views, boxes)[0.0], expected[0.0])  # later cases: a thread here
+    finally:
+        rule.start_worker()  # the other tests run with a worker, as the pipeline does
+
+
+def test_the_worker_leaves_when_its_parent_is_killed(tmp_path):
+    """A pipeline killed outright (SIGKILL, the out-of-memory killer) must not leave its worker behind."""
+    needs_identity()
+    script = ("import os, time\nfrom deface_ts.vision import identity\nassert identity.start_worker()\n"
+              "identity.Descriptors({}).result()\nprint(identity.worker_pid(), flush=True)\ntime.sleep(60)\n")
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    worker = int(parent.stdout.readline())  # type: ignore[union-attr]
+    assert _alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
