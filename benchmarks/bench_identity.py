@@ -1,12 +1,13 @@
 """What the identity check adds to a case's verification (target: <= 0.5 s), on the 512x512x180 phantom.
 
 Times, in one warm process (models loaded before timing, CT in memory, VTK renders where available), with
-the descriptor worker forked first, before the CT is loaded, as `pipeline.deface` forks it:
+the descriptor worker forked first, as the pipeline's verification child forks it (in the pipeline the
+original's half runs beside planning and writing, so this in-process figure is an upper bound):
 
 * ``verify with identity``: `visual_check` as the pipeline runs it (renders, detectors, identity; dlib's
   network in the worker process);
-* ``verify without identity``: the same renders and detectors in the same overlap, without the identity
-  step (the flow before issue 14);
+* ``verify without identity``: the same renders and detectors in the same order, without the identity
+  step;
 * ``identity alone``: face boxes and dlib's descriptors of the three judged views of both CTs, waited for
   one CT after the other, nothing overlapped.
 
@@ -31,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +51,13 @@ TARGET_S = 0.5
 
 
 def without_identity(before, after, config, detectors) -> None:
-    """The verification's renders and detections in the pipeline's overlap, no identity step."""
+    """The verification's renders and detections in the order `visual_check` runs them, no identity step:
+    the original's half (`look_at_original`: render, detect), then the written CT's (`judge_written`)."""
     options = dict(backend=config.backend, threshold_hu=config.skin_hu, opening_mm=config.strip_opening_mm,
                    margin_mm=config.strip_margin_mm)
     views = render_views(before, tuple(config.angles), **options)
-    with ThreadPoolExecutor(1) as pool:
-        looking = pool.submit(faces.faces_in_views, views, detectors)
-        after_views = render_views(after, frame=views, **options)
-        looking.result()
+    faces.faces_in_views(views, detectors)
+    after_views = render_views(after, frame=views, **options)
     faces.faces_in_views(after_views, detectors)
 
 
