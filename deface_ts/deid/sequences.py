@@ -17,6 +17,7 @@ checks both against pydicom's own results.
 from __future__ import annotations
 
 import struct
+from functools import cache
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
@@ -56,8 +57,18 @@ def character_set(ds: Dataset) -> str | list[str]:
     raw = ds.get_item(_SPECIFIC_CHARACTER_SET)
     if raw is None:
         return ds._parent_encoding
-    value = raw.value if not isinstance(raw, RawDataElement) else convert_raw_data_element(raw, ds=ds).value
-    return convert_encodings(value) if value else ds._parent_encoding
+    if isinstance(raw, RawDataElement):  # the same few values in every item and file: converted once each
+        encoding = _encoding_of(raw.value, raw.VR, raw.is_implicit_VR, raw.is_little_endian)
+    else:
+        encoding = convert_encodings(raw.value) if raw.value else None
+    return encoding if encoding is not None else ds._parent_encoding
+
+
+@cache
+def _encoding_of(value: bytes | None, vr: str | None, implicit: bool, little: bool) -> str | list[str] | None:
+    element = RawDataElement(BaseTag(_SPECIFIC_CHARACTER_SET), vr, len(value or b""), value, 0, implicit, little)
+    converted = convert_raw_data_element(element).value
+    return convert_encodings(converted) if converted else None
 
 
 def split_items(raw: RawDataElement, encoding: str | list[str]) -> list[Dataset] | None:
