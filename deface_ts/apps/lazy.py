@@ -2,9 +2,12 @@
 
 The command line imports every stage's code before its first stage. Two of its imports cost more than they
 give at that point: scipy.ndimage and scipy.signal (~0.15 s on the 2-core machine, through scipy's array-API
-layer) are first used when the face is located or the removal planned, and `deface-ts deid` never uses them;
-pydicom imports requests only to download its own test files. Deferred, they are loaded when first used (by
-then in the main thread: Python 3.11's LazyLoader must not be first touched by two threads at once).
+layer) are first used when the face is located or the removal planned, and `deface-ts deid` never uses them.
+Deferred, they are loaded when first used (by then in the main thread: Python 3.11's LazyLoader must not be
+first touched by two threads at once). Only submodules imported as ``from package import module`` stay
+deferred: a plain ``import module`` of a registered one loads it there and then (Python 3.11's import system
+reads the module's ``__spec__``), which is why pydicom's ``import requests`` (for its test-file downloads,
+~0.05 s) is not on the list.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import importlib
 import importlib.util
 import sys
 
-DEFERRED = ("scipy.ndimage", "scipy.signal", "requests")
+DEFERRED = ("scipy.ndimage", "scipy.signal")
 
 
 def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:
