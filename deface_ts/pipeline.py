@@ -23,7 +23,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from deface_ts.checks.position import decide_position
-from deface_ts.checks.verify import VisualVerification, post_check_ct, post_check_links, post_check_volume
+from deface_ts.checks.post_check import post_check_ct, post_check_links, post_check_volume
+from deface_ts.checks.verify import VisualVerification
 from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier

@@ -233,7 +233,7 @@ def test_nifti_in_nifti_out(phantom_cache, tmp_path, capsys):
 
 
 def test_post_check_fails_closed_on_leftover_face(defaced):
-    from deface_ts.checks.verify import post_check_volume
+    from deface_ts.checks.post_check import post_check_volume
     from deface_ts.locate.eyes import RoiEyeLocator
     from deface_ts.removal.plan import RemovalPlan
 

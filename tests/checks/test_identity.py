@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from deface_ts.checks import identity as rule
-from deface_ts.checks.verify import post_check_volume, visual_check
+from deface_ts.checks.post_check import post_check_volume
+from deface_ts.checks.verify import visual_check
 from deface_ts.config import VerifyConfig, load_config
 from deface_ts.errors import PrivacyError
 from deface_ts.geometry.volume import Volume
