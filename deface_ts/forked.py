@@ -10,6 +10,7 @@ Fork only while no other thread of this process is running: a child inherits loc
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import pickle
 import sys
@@ -17,6 +18,8 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -27,6 +30,14 @@ NATIVE = ("cv2", "mediapipe", "dlib", "torch", "vtkmodules.vtkRenderingOpenGL2",
 def fork_is_safe() -> bool:
     """No other thread runs and none of the ``NATIVE`` libraries has been loaded in this process."""
     return threading.active_count() == 1 and not any(name in sys.modules for name in NATIVE)
+
+
+def shared_array(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A zeroed array in memory that children forked after this call share with the caller: what a child
+    writes there, the caller reads (nothing pickled)."""
+    dtype = np.dtype(dtype)
+    size = max(int(np.prod(shape)) * dtype.itemsize, 1)
+    return np.frombuffer(mmap.mmap(-1, size), dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 class Forked(Generic[T]):

@@ -10,7 +10,6 @@ same stages; what differs between them (how they load, what they write) is in
 
 from __future__ import annotations
 
-import mmap
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,7 @@ from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier
 from deface_ts.errors import InputError
-from deface_ts.forked import Forked
+from deface_ts.forked import Forked, shared_array
 from deface_ts.geometry.masks import BoxMask, body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io import nifti
@@ -184,7 +183,7 @@ class DicomInput:
         applied = self.applied
         # The written CT comes back from the child in memory both processes share (the visual verification
         # renders what was written, not the array in memory).
-        self.written_hu = np.frombuffer(mmap.mmap(-1, self.ct.array.nbytes), self.ct.array.dtype).reshape(self.ct.shape)
+        self.written_hu = shared_array(self.ct.shape, self.ct.array.dtype)
         with ThreadPoolExecutor(1) as pool:
             nifti_done = None
 

@@ -22,9 +22,9 @@ def test_result_comes_back_and_the_child_sees_the_callers_memory():
 
 
 def test_shared_memory_written_by_the_child_is_seen_by_the_caller():
-    import mmap
+    from deface_ts.forked import shared_array
 
-    shared = np.frombuffer(mmap.mmap(-1, 8 * 100), np.int64)
+    shared = shared_array((100,), np.int64)
     Forked(shared.__setitem__, slice(None), 7).result()
     assert np.all(shared == 7)
 
@@ -61,3 +61,12 @@ def test_leaving_the_block_early_stops_the_child():
     assert not process.is_alive() and process.exitcode == -signal.SIGTERM
     with pytest.raises(RuntimeError, match="stopped before it answered"):
         job.result()
+
+
+def test_shared_array_has_the_shape_and_type_asked_for():
+    from deface_ts.forked import shared_array
+
+    volume = shared_array((3, 4, 5), np.int16)
+    assert volume.shape == (3, 4, 5) and volume.dtype == np.int16 and not volume.any()
+    Forked(volume.__setitem__, (1, 2, 3), -1000).result()
+    assert volume[1, 2, 3] == -1000 and np.count_nonzero(volume) == 1

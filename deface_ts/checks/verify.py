@@ -11,7 +11,6 @@ is caught before the output folder appears.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from deface_ts.checks import identity
 from deface_ts.checks.identity import IdentityResult
 from deface_ts.config import VerifyConfig
 from deface_ts.errors import PrivacyError
-from deface_ts.forked import Forked, fork_is_safe
+from deface_ts.forked import Forked, fork_is_safe, shared_array
 from deface_ts.geometry.volume import Volume
 from deface_ts.vision.cameras import Render
 from deface_ts.vision.identity import Descriptors
@@ -165,7 +164,7 @@ class VisualVerification:
         self._job: Forked[tuple[dict, dict, dict]] | None = None
         if config.mode == "off" or not fork_is_safe():
             return
-        self._written = np.frombuffer(mmap.mmap(-1, before.array.nbytes), before.array.dtype).reshape(before.shape)
+        self._written = shared_array(before.shape, before.array.dtype)
         self._ready, self._tell = os.pipe()
         self._job = Forked(self._judge_in_child)
 
