@@ -28,6 +28,10 @@ keeps the brow and forehead skin, whose edges on the cut surface a face detector
 reads as a face (seen on the phantom); on the real head the chord alone removes no
 brain. A voxel touching the brain side is kept too (partial volume at a thin sinus
 roof, seen on the real head).
+
+Metal draws the other kind of streak: bone-bright lines through the brain in its
+slices. In the slices near metal the hull of the brain side's brain-like voxels
+spans them (`keep_streaks`), so brain under an artefact is not taken for skull.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from deface_ts.geometry.masks import ball, bounding_box, largest_component
 #: The orbital roof lies ~5 mm above the globe (an orbit is ~35 mm tall, the globe 24 mm). Lower, a slice's
 #: skull hull holds the orbits' tops and the nasal root, which kept stand out of the cut surface like a face.
 ORBIT_ROOF_MM = 6.0
+#: Metal: denser than bone (cortical bone reads up to ~2,000 HU, enamel ~2,500; titanium and amalgam saturate the scale).
+METAL_HU = 3000.0
+#: Streaks lie in the slices through the metal; this far above and below a metal voxel (mm) a slice may hold them.
+STREAK_BAND_MM = 10.0
 #: A voxel half brain (20-40 HU), half bone or air reads anywhere from about -30 to 60 HU; fat (-100) is not brain.
 PARTIAL_BRAIN_HU = (-30.0, 60.0)
 
@@ -190,6 +198,35 @@ def skull_envelope(hu: np.ndarray, body: np.ndarray, bone_hu: float) -> np.ndarr
     return out
 
 
+def metal_band(hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Per axial slice (axis 0 superior): whether it lies within ``STREAK_BAND_MM`` of a voxel of metal."""
+    metal = np.flatnonzero((hu >= METAL_HU).any(axis=(1, 2)))
+    band = np.zeros(hu.shape[0], dtype=bool)
+    reach = int(np.ceil(STREAK_BAND_MM / float(spacing[0])))
+    for k in metal:
+        band[max(int(k) - reach, 0): int(k) + reach + 1] = True
+    return band
+
+
+def keep_streaks(side: np.ndarray, hu: np.ndarray, spacing: np.ndarray, bone_hu: float) -> np.ndarray:
+    """``side`` plus, in the slices near metal, the bright voxels within the convex hull of its brain-like voxels.
+
+    Metal (a plate or screws in the frontal bone, dental fillings) casts straight lines through its slices,
+    alternately dark and hundreds of HU bright. A bright line across the brain reads as bone: the cavity and
+    the envelope leave it out, and in front of the cut plane the forehead rule would take it, brain under
+    the artefact (issue 11: ~3 cc of the Brain ROI behind a forehead plate). The lines split a slice's brain
+    into wedges; the hull of the wedges spans the lines between them, up to the inner table, which stays
+    outside it (the brain's section is convex there, the skull round it). Slices without metal near are
+    left as they are. An opening of the bone (lines are narrower than the skull) was tried first: a disc
+    wide enough to take the lines out also takes thin skull, and the hull then cuts into the brain.
+    """
+    for k in np.flatnonzero(metal_band(hu, spacing)):
+        wedges = side[k] & (hu[k] >= PARTIAL_BRAIN_HU[0]) & (hu[k] <= PARTIAL_BRAIN_HU[1])
+        if wedges.any():
+            side[k] |= _hull(wedges) & (hu[k] > bone_hu)
+    return side
+
+
 def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: float, s_from: int,
                s_envelope: int, a_from: int = 0) -> np.ndarray:
     """What removal must never touch, on an anatomical view's grid (axes superior, anterior, left).
@@ -211,6 +248,7 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
     if s_envelope < hu.shape[0]:
         out[s_envelope:] |= skull_envelope(hu[s_envelope:], body[s_envelope:], bone_hu)
     # The rest only matters where removal may happen, anterior of view index ``a_from``.
+    out[s_from:] = keep_streaks(out[s_from:], hu[s_from:], spacing, bone_hu)
     front = out[:, max(int(a_from) - 1, 0):]
     hu_front = hu[:, max(int(a_from) - 1, 0):]
     # Between the eyes and the envelope the frontal lobes lie on the orbital roofs: brain-like voxels straight

@@ -321,3 +321,58 @@ def test_hull_is_the_convex_polygon_qhull_gives():
         bone = np.moveaxis(hu > 250, axis, 0)
         masks += [bone[k] for k in range(0, bone.shape[0], 3) if bone[k].any()]
     assert all(np.array_equal(_hull(m), _qhull_fill(m)) for m in masks)
+
+
+#: Metal in the frontal bone, above the eyes (globe centres at z = 0; the forehead's outer table at y ~ -76):
+#: a plate on the midline, two screws of a fixation, a tall plate down the forehead, a screw off to the side.
+FRONTAL_METAL = {
+    "midline plate": [np.array([0.0, -76.0, 35.0])],
+    "two screws": [np.array([20.0, -72.0, 25.0]), np.array([-20.0, -72.0, 45.0])],
+    "tall plate": [np.array([0.0, -77.0, z]) for z in (15.0, 25.0, 35.0, 45.0)],
+    "side screw": [np.array([40.0, -62.0, 30.0])],
+}
+
+
+@pytest.mark.parametrize("amplitude", [600.0, 1000.0])
+@pytest.mark.parametrize("metal", sorted(FRONTAL_METAL))
+def test_metal_in_the_frontal_bone_removes_no_brain(case, metal, amplitude):
+    """Streaks from metal in the forehead draw bone-bright lines through the frontal lobes, in front of the cut
+    plane. Read as bone, they went with the skull by the forehead rule (0.6-3.6 cc of the Brain ROI on these,
+    and the report said 0 cc: the check used the same bone). Kept now: no brain voxel goes, what goes is a
+    subset of what goes without the metal, and the report's figure is the truth's."""
+    from deface_ts.phantom.variants import metal_streaks
+
+    ct = case.ct.hu
+    brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
+    config = load_config()
+    location = RoiEyeLocator(case.structures, EyesConfig()).locate(ct)
+    streaked = metal_streaks(ct, FRONTAL_METAL[metal], amplitude_hu=amplitude)
+    bright_brain = brain & (streaked.array > config.region.bone_hu)
+    assert bright_brain.sum() > 100  # the streaks do cross the brain as bone
+    plan = plan_removal(streaked, body_from_hu(streaked.array, config.region.body_hu), location, [], config)
+    clean = plan_removal(ct, body_from_hu(ct.array, config.region.body_hu), location, [], config)
+    points = ct.index_to_lps(np.argwhere(bright_brain))
+    assert (points @ ANTERIOR >= plan.landmarks.cut_plane_anterior_mm).sum() > 20  # some lie where removal happens
+    assert not plan.removed[brain].any() and plan.brain_side_removed_cc == 0.0
+    assert not (plan.removed & ~clean.removed).any()
+
+
+def test_keep_streaks_spans_the_lines_not_the_skull():
+    """One slice: a skull ring round a brain disc, a bright line across the brain from metal in the ring. The line's
+    voxels join the brain side; the ring does not; without metal nothing changes."""
+    from deface_ts.removal.cavity import METAL_HU, keep_streaks
+
+    y, x = np.mgrid[:101, :101] - 50.0
+    r = np.hypot(y, x)
+    hu = np.full((5, 101, 101), -1000.0)
+    hu[:, r <= 45] = 1200.0  # skull
+    hu[:, r < 38] = 35.0  # brain
+    line = (np.abs(x) <= 1.5) & (r < 38)
+    hu[:, line] = 700.0  # a bright streak across the brain
+    side = np.broadcast_to((r < 38) & ~line, hu.shape).copy()
+    spacing = np.array([2.0, 1.0, 1.0])
+    assert np.array_equal(keep_streaks(side.copy(), hu, spacing, 250.0), side)  # no metal: as it was
+    hu[2, 5, 50] = METAL_HU + 71.0  # metal in the ring, in the middle slice
+    kept = keep_streaks(side.copy(), hu, spacing, 250.0)
+    assert kept[:, line].all()  # every slice within the streak band (10 mm: all five)
+    assert not kept[:, r > 38].any()  # the ring stays skull
