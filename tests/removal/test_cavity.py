@@ -376,3 +376,23 @@ def test_keep_streaks_spans_the_lines_not_the_skull():
     kept = keep_streaks(side.copy(), hu, spacing, 250.0)
     assert kept[:, line].all()  # every slice within the streak band (10 mm: all five)
     assert not kept[:, r > 38].any()  # the ring stays skull
+
+
+def test_a_head_with_a_frontal_plate_is_defaced_and_verified(case, tmp_path):
+    """End to end, the tall plate down the forehead at full strength: the face goes and the renders show none
+    (what the streaks leave in the plate's slices is no face), the Brain ROI is whole, the report says 0 cc."""
+    from deface_ts.io import nifti
+    from deface_ts.phantom.variants import metal_streaks
+    from deface_ts.pipeline import deface
+
+    ct = case.ct.hu
+    brain = next(r for r in case.structures.rois if r.name == "Brain").mask.full(ct.shape)
+    location = RoiEyeLocator(case.structures, EyesConfig()).locate(ct)
+    streaked = metal_streaks(ct, FRONTAL_METAL["tall plate"], amplitude_hu=1000.0)
+    nifti.save(streaked, tmp_path / "ct.nii.gz", dtype=np.int16)
+    nifti.save(streaked.with_array(location.eye_mask().astype(np.uint8)), tmp_path / "eyes.nii.gz")
+    report = deface(tmp_path / "ct.nii.gz", tmp_path / "out", load_config(None, {"method": "eyes"}),
+                    eyes_mask=tmp_path / "eyes.nii.gz")
+    assert report["verify"]["status"].startswith("verified") and report["removed"]["brain_side_cc"] == 0.0
+    removal = nifti.load(tmp_path / "out" / "removal_mask.nii.gz").array > 0
+    assert removal.sum() > 10000 and not (removal & brain).any()
