@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from deface_ts import __version__, choices
-from deface_ts.apps.lazy import defer_imports
+from deface_ts.apps.lazy import defer_imports, import_pydicom_lean
 from deface_ts.apps.progress import StageProgress, process_age_s
 from deface_ts.errors import DefaceError
 
@@ -257,6 +257,7 @@ def _show(report: Report, progress: StageProgress, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     defer_imports()
+    import_pydicom_lean()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     progress = StageProgress(quiet=getattr(args, "quiet", False))
     try:

@@ -7,7 +7,7 @@ Deferred, they are loaded when first used (by then in the main thread: Python 3.
 first touched by two threads at once). Only submodules imported as ``from package import module`` stay
 deferred: a plain ``import module`` of a registered one loads it there and then (Python 3.11's import system
 reads the module's ``__spec__``), which is why pydicom's ``import requests`` (for its test-file downloads,
-~0.05 s) is not on the list.
+~0.05 s) is not on the list: pydicom is imported with such probes hidden instead (`import_pydicom_lean`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ import importlib.util
 import sys
 
 DEFERRED = ("scipy.ndimage", "scipy.signal")
+
+#: Optional packages pydicom imports at its own import, to see which of its plugins can run: python-gdcm (a decoder
+#: of compressed pixel data; ~0.1 s, the dearest part of the start-up after numpy) and requests and tqdm (the
+#: download of pydicom's own test files, ~0.1 s with urllib3 and charset_normalizer). A deface-ts run uses none.
+PYDICOM_PROBES = ("gdcm", "requests", "tqdm")
+#: pylibjpeg's decoders, which cover what gdcm's decoder would (JPEG, JPEG-LS, JPEG 2000, HTJ2K; RLE is pydicom's own).
+PYLIBJPEG_DECODERS = ("pylibjpeg", "libjpeg", "openjpeg")
 
 
 def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:
@@ -39,3 +46,28 @@ def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:
             setattr(importlib.import_module(parent), child, module)
         done.append(name)
     return done
+
+
+def import_pydicom_lean() -> list[str]:
+    """Import pydicom with the optional packages it probes hidden from it; return the names hidden.
+
+    A name set to None in ``sys.modules`` makes its import fail with ImportError, which pydicom takes as "not
+    installed": its gdcm plugin and its test-file download stay off for this process. The names are restored
+    at once, so a later ``import gdcm`` (dicom2nifti) or ``import requests`` (TotalSegmentator) loads them as
+    usual. gdcm is hidden only where pylibjpeg's decoders are installed: without them it is pydicom's decoder
+    for compressed CT. Nothing is hidden once pydicom is imported (its plugins are already chosen).
+    """
+    if "pydicom" in sys.modules:
+        return []
+    hidden = [name for name in PYDICOM_PROBES if name not in sys.modules]
+    if "gdcm" in hidden and not all(importlib.util.find_spec(name) for name in PYLIBJPEG_DECODERS):
+        hidden.remove("gdcm")
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        importlib.import_module("pydicom")
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    return hidden

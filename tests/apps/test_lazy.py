@@ -27,3 +27,50 @@ def test_deferred_modules_load_at_first_use():
 def test_a_module_already_imported_stays_as_it_is():
     probe = "import scipy.ndimage\nfrom deface_ts.apps.lazy import defer_imports\nprint(defer_imports(('scipy.ndimage',)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+LEAN = """
+import sys
+from deface_ts.apps.lazy import import_pydicom_lean
+print(sorted(import_pydicom_lean()))
+print(sorted(n for n in ("gdcm", "requests", "tqdm") if n in sys.modules))
+import pydicom.pixels.decoders.gdcm as plugin
+print(plugin.HAVE_GDCM)
+import gdcm, requests, tqdm  # restored: a later import loads them as usual
+print(gdcm.Version.GetVersion().split(".")[0], requests.__name__, tqdm.__name__)
+"""
+
+
+def test_pydicom_is_imported_without_the_packages_it_probes():
+    out = subprocess.run([sys.executable, "-c", LEAN], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['gdcm', 'requests', 'tqdm']"
+    assert out[1] == "[]"  # not loaded by pydicom's import
+    assert out[2] == "False"  # pydicom's gdcm plugin is off for this process
+    assert out[3] == "3 requests tqdm"
+
+
+COMPRESSED = """
+import sys
+from deface_ts.apps.lazy import import_pydicom_lean
+import_pydicom_lean()
+import numpy as np
+from pydicom.uid import JPEG2000Lossless, RLELossless
+from deface_ts.phantom import PhantomOptions, write_phantom_study
+study = write_phantom_study(__import__("pathlib").Path(sys.argv[1]), PhantomOptions(rows=64, columns=64, slices=4))
+import pydicom
+for syntax in (JPEG2000Lossless, RLELossless):
+    ds = pydicom.dcmread(study.ct_files[0])
+    original = ds.pixel_array.copy()
+    ds.compress(syntax)
+    ds.save_as(sys.argv[1] + "/compressed.dcm")
+    back = pydicom.dcmread(sys.argv[1] + "/compressed.dcm")
+    print(syntax.name, back.file_meta.TransferSyntaxUID == syntax, np.array_equal(back.pixel_array, original))
+print("gdcm" in sys.modules)
+"""
+
+
+def test_compressed_ct_still_decodes_with_gdcm_hidden(tmp_path):
+    """JPEG 2000 (pylibjpeg's openjpeg) and RLE (pydicom's own) slices encoded and read back bit for bit."""
+    out = subprocess.run([sys.executable, "-c", COMPRESSED, str(tmp_path)], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:3] == ["JPEG 2000 Image Compression (Lossless Only) True True", "RLE Lossless True True", "False"]
