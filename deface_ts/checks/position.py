@@ -38,8 +38,10 @@ def anatomy_problems(ct: Volume, body: np.ndarray, location: FaceLocation) -> li
     if not location.eyes:
         return []
     middle = np.mean([e.centre_mm for e in location.eyes], axis=0)
-    step = max(1, int(np.ceil(body.size / 2_000_000)))  # a sample is enough for a centroid
-    points = ct.index_to_lps(np.argwhere(body)[::step])
+    # Every step-th voxel per axis (<= ~2 M voxels looked at) is enough for a centroid and the head's top (off by
+    # at most step - 1 voxels, against 20 mm). Listing every body voxel first (np.argwhere(body)) took 0.16-0.38 s.
+    step = max(1, int(np.ceil((body.size / 2_000_000) ** (1 / 3))))
+    points = ct.index_to_lps(np.argwhere(body[::step, ::step, ::step]) * step)
     if len(points) == 0:
         return []
     problems = []

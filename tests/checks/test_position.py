@@ -42,3 +42,21 @@ def test_a_header_that_contradicts_the_anatomy_stops_the_case(phantom_cache):
     with pytest.raises(InputError, match="eyes lie in the back half of the head"):
         decide_position(mislabelled, body_from_hu(ct.array, -400.0), FaceLocation("eyes", eyes), "")
     assert position_from_orientation(wrong) == "FFP"  # what the axes alone would have said
+
+
+@pytest.mark.parametrize("top_mm, problem", [(10.0, True), (30.0, False)])
+def test_a_head_that_ends_at_the_eyes_is_flagged(phantom_cache, top_mm, problem):
+    """The body cut off 10 mm above the eyes: the skull does not rise 20 mm above them (in a whole head: the
+    superior axis points the wrong way); cut 30 mm above, it passes, the anatomy read from a grid sample."""
+    import numpy as np
+
+    from deface_ts.checks.position import anatomy_problems
+    from deface_ts.geometry.volume import SUPERIOR
+
+    ct = load_case(phantom_cache(include_eyes=False).folder).ct.hu
+    location = CtEyeLocator().locate(ct)
+    eyes_z = float(np.mean([e.centre_mm @ SUPERIOR for e in location.eyes]))
+    body = body_from_hu(ct.array, -400.0)
+    height = ct.axis_coordinate(SUPERIOR)
+    body &= height <= eyes_z + top_mm
+    assert ("the head does not extend above the eyes" in anatomy_problems(ct, body, location)) == problem
