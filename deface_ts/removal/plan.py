@@ -67,7 +67,8 @@ class RemovalPlan:
     brain_side_removed_cc: float | None = None  # removed tissue the skull encloses (None: keep_brain off)
 
     def __post_init__(self) -> None:
-        self.removed = (self.provenance > 0) & ~self.protected
+        self.removed = np.greater(self.provenance, 0)
+        self.removed &= ~self.protected  # in place: one whole-volume temporary fewer
 
     @property
     def region(self) -> np.ndarray:
@@ -280,7 +281,6 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
     kept_by: dict[str, int] = {}
     labels: dict[int, str] = {}
     protected_by = np.zeros(ct.shape, dtype=np.uint16)  # per voxel: the first protecting ROI (1-based)
-    region = rule > 0
     for number, (name, mask) in enumerate(protected, start=1):
         labels[number] = name
         # Inside each grown ROI's box only: whole-volume passes per ROI cost 0.1 s each on a 512x512x141 CT.
@@ -289,7 +289,7 @@ def plan_removal(ct: Volume, body: np.ndarray, location: FaceLocation,
             kept_by[name] = 0
             continue
         first = grown & ~protected_any[box]
-        kept_by[name] = int(np.count_nonzero(first & region[box]))
+        kept_by[name] = int(np.count_nonzero(first & (rule[box] > 0)))
         protected_by[box][first] = number
         protected_any[box] |= grown
     plan = RemovalPlan(rule, protected_any, kept_by, landmarks, notes)
