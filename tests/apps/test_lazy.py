@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -74,3 +75,14 @@ def test_compressed_ct_still_decodes_with_gdcm_hidden(tmp_path):
     out = subprocess.run([sys.executable, "-c", COMPRESSED, str(tmp_path)], capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[:3] == ["JPEG 2000 Image Compression (Lossless Only) True True", "RLE Lossless True True", "False"]
+
+
+def test_the_command_line_reads_a_study_without_them(phantom_cache):
+    """`deface-ts info` on the phantom study in a fresh process: it works, and none of the three was loaded."""
+    probe = ("import sys\nfrom deface_ts.apps.cli import main\ncode = main(['info', sys.argv[1], '--json'])\n"
+             "print(code, sorted(n for n in ('gdcm', 'requests', 'tqdm') if n in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, str(phantom_cache().folder)], capture_output=True, text=True,
+                          check=True)
+    assert done.stderr.strip().splitlines()[-1] == "0 []"
+    summary = json.loads(done.stdout)
+    assert summary["ct"]["series_instance_uid"] == phantom_cache().series_instance_uid
