@@ -29,9 +29,10 @@ reads as a face (seen on the phantom); on the real head the chord alone removes 
 brain. A voxel touching the brain side is kept too (partial volume at a thin sinus
 roof, seen on the real head).
 
-Metal draws the other kind of streak: bone-bright lines through the brain in its
-slices. In the slices near metal the hull of the brain side's brain-like voxels
-spans them (`keep_streaks`), so brain under an artefact is not taken for skull.
+Metal draws the other kind of streak: bone-bright and air-dark lines through the
+brain in its slices. In the slices near metal the hull of the brain side's
+brain-like voxels spans them (`keep_streaks`), so brain under an artefact is not
+taken for skull or air.
 """
 
 from __future__ import annotations
@@ -208,22 +209,25 @@ def metal_band(hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     return band
 
 
-def keep_streaks(side: np.ndarray, hu: np.ndarray, spacing: np.ndarray, bone_hu: float) -> np.ndarray:
-    """``side`` plus, in the slices near metal, the bright voxels within the convex hull of its brain-like voxels.
+def keep_streaks(side: np.ndarray, hu: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """``side`` plus, in the slices near metal, every voxel within the convex hull of its brain-like voxels
+    (added to ``side`` in place, and returned).
 
     Metal (a plate or screws in the frontal bone, dental fillings) casts straight lines through its slices,
-    alternately dark and hundreds of HU bright. A bright line across the brain reads as bone: the cavity and
-    the envelope leave it out, and in front of the cut plane the forehead rule would take it, brain under
-    the artefact (issue 11: ~3 cc of the Brain ROI behind a forehead plate). The lines split a slice's brain
-    into wedges; the hull of the wedges spans the lines between them, up to the inner table, which stays
-    outside it (the brain's section is convex there, the skull round it). Slices without metal near are
-    left as they are. An opening of the bone (lines are narrower than the skull) was tried first: a disc
-    wide enough to take the lines out also takes thin skull, and the hull then cuts into the brain.
+    alternately dark and hundreds of HU bright. A bright line across the brain reads as bone, a dark one as
+    air: the cavity, the envelope and the brain-like columns under it leave them out, and in front of the cut
+    plane the forehead rule would take them, brain under the artefact (issue 11: ~3 cc of the Brain ROI
+    behind a forehead plate on the phantom, dark lines in the frontal lobes of the real head). The lines
+    split a slice's brain into wedges; the hull of the wedges spans the lines between them, up to the inner
+    table, which stays outside it (the brain's section is convex there, the skull round it). Slices without
+    metal near are left as they are. An opening of the bone (lines are narrower than the skull) was tried
+    first: a disc wide enough to take the lines out also takes thin skull, and the hull then cuts into the
+    brain.
     """
     for k in np.flatnonzero(metal_band(hu, spacing)):
         wedges = side[k] & (hu[k] >= PARTIAL_BRAIN_HU[0]) & (hu[k] <= PARTIAL_BRAIN_HU[1])
         if wedges.any():
-            side[k] |= _hull(wedges) & (hu[k] > bone_hu)
+            side[k] |= _hull(wedges)
     return side
 
 
@@ -248,13 +252,14 @@ def brain_side(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, bone_hu: f
     if s_envelope < hu.shape[0]:
         out[s_envelope:] |= skull_envelope(hu[s_envelope:], body[s_envelope:], bone_hu)
     # The rest only matters where removal may happen, anterior of view index ``a_from``.
-    out[s_from:] = keep_streaks(out[s_from:], hu[s_from:], spacing, bone_hu)
     front = out[:, max(int(a_from) - 1, 0):]
     hu_front = hu[:, max(int(a_from) - 1, 0):]
     # Between the eyes and the envelope the frontal lobes lie on the orbital roofs: brain-like voxels straight
     # below the brain side are brain until bone (the roof), air or fat (sinus, orbit) interrupts the column.
     for k in range(min(s_envelope, hu.shape[0]) - 1 if s_envelope < hu.shape[0] else -1, s_from - 1, -1):
         front[k] |= front[k + 1] & (hu_front[k] >= PARTIAL_BRAIN_HU[0]) & (hu_front[k] <= PARTIAL_BRAIN_HU[1])
+    # Near metal, what the brain's wedges span (streaks bright and dark) is brain side too.
+    keep_streaks(out[s_from:], hu[s_from:], spacing)  # in place: a view of the slab
     # A soft-tissue voxel touching the cranial cavity (its largest part, not a sinus pocket) is partly brain
     # (partial volume at a thin sinus roof): it stays too. Fat and air round the skull are not brain.
     # Worked in the box of the brain side grown by the dilation's one voxel (clipped to the array): every

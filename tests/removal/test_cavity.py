@@ -371,9 +371,9 @@ def test_keep_streaks_spans_the_lines_not_the_skull():
     hu[:, line] = 700.0  # a bright streak across the brain
     side = np.broadcast_to((r < 38) & ~line, hu.shape).copy()
     spacing = np.array([2.0, 1.0, 1.0])
-    assert np.array_equal(keep_streaks(side.copy(), hu, spacing, 250.0), side)  # no metal: as it was
+    assert np.array_equal(keep_streaks(side.copy(), hu, spacing), side)  # no metal: as it was
     hu[2, 5, 50] = METAL_HU + 71.0  # metal in the ring, in the middle slice
-    kept = keep_streaks(side.copy(), hu, spacing, 250.0)
+    kept = keep_streaks(side.copy(), hu, spacing)
     assert kept[:, line].all()  # every slice within the streak band (10 mm: all five)
     assert not kept[:, r > 38].any()  # the ring stays skull
 
