@@ -57,3 +57,13 @@ def test_pip_fury_conflict_is_dropped_and_others_kept():
     assert _filtered(f"{HEADING}\n{FURY}\n") == ""
     assert _filtered(f"{HEADING}\n{FURY}\n{OTHER}\n") == f"{HEADING}\n{OTHER}\n"
     assert _filtered("WARNING: something else\n") == "WARNING: something else\n"
+
+
+def test_setup_writes_the_package_bytecode():
+    """Where PYTHONDONTWRITEBYTECODE is set (CI, containers) a module without a .pyc is compiled at every start."""
+    import importlib.util
+
+    package = ROOT / "deface_ts"
+    missing = [str(p.relative_to(ROOT)) for p in package.rglob("*.py")
+               if not Path(importlib.util.cache_from_source(str(p))).is_file()]
+    assert not missing, f"no bytecode for {missing[:5]} ({len(missing)} modules): run scripts/setup.sh"
