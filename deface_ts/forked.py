@@ -44,13 +44,14 @@ class Forked(Generic[T]):
     """``fn(*args)`` started in a forked child now; :meth:`result` waits for it and returns it or raises its error.
 
     Used as a context manager, a child still running when the block ends (the caller failed) is stopped.
+    With ``fork=False`` (or where fork is not available) ``fn`` runs in the caller when its result is asked for.
     """
 
-    def __init__(self, fn: Callable[..., T], *args: Any) -> None:
+    def __init__(self, fn: Callable[..., T], *args: Any, fork: bool = True) -> None:
         self._call = (fn, args)
         self._process: Any = None
         self._done: tuple[str, Any] | None = None
-        if "fork" not in multiprocessing.get_all_start_methods():
+        if not fork or "fork" not in multiprocessing.get_all_start_methods():
             return
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)

@@ -133,7 +133,7 @@ class DicomInput:
 
     @classmethod
     def load(cls, folder: Path, series_uid: str | None, config: Config, patient_id: str | None) -> DicomInput:
-        case = load_case(folder, series_uid)
+        case = load_case(folder, series_uid, meanwhile=import_planning)
         objects = [o.dataset for o in (case.structures, case.rtplan) if o is not None] + [d.dataset for d in case.doses]
         deid = deid_session.prepare([*case.ct.datasets, *objects], config.deid, patient_id, defaced=True,
                                     where=str(case.files.ct[0].path.parent))
@@ -343,6 +343,14 @@ class Timer:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def import_planning() -> None:
+    """Load scipy.ndimage (the planning's morphology) now, while the CT decodes in a child (`load_case`): the
+    command line defers it (apps/lazy.py), and it would otherwise load in the plan stage (~0.2 s)."""
+    from scipy import ndimage
+
+    ndimage.binary_dilation  # noqa: B018 - any attribute of a deferred module loads it
 
 
 def is_nifti(path: Path) -> bool:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from deface_ts.errors import InputError
+from deface_ts.forked import fork_is_safe
 from deface_ts.geometry.volume import Volume
-from deface_ts.io.dicom.ct import CtSeries, load_ct
+from deface_ts.io.dicom.ct import CtSeries, PendingCt
 from deface_ts.io.dicom.rtdose import Dose, load_dose
 from deface_ts.io.dicom.rtplan import RtPlan, load_plan
 from deface_ts.io.dicom.rtstruct import Structures, load_structures
@@ -56,15 +58,28 @@ def _extent(points: np.ndarray) -> str:
     return " x ".join(f"{lo:.0f}..{hi:.0f}" for lo, hi in zip(points.min(axis=0), points.max(axis=0)))
 
 
-def load_case(root: Path, series_uid: str | None = None) -> Case:
-    """Discover the study under ``root`` and load every object of it."""
+def load_case(root: Path, series_uid: str | None = None, meanwhile: Callable[[], None] | None = None) -> Case:
+    """Discover the study under ``root`` and load every object of it.
+
+    The CT's pixels are decoded in a forked child (`PendingCt`) while this process reads the RTSTRUCT (its ROIs
+    rasterised on the CT's grid, known from the headers), the RTPLAN and the RTDOSE, then runs ``meanwhile``:
+    pydicom's parsing holds the GIL, and a machine has two cores.
+    """
     files = select(discover(Path(root)), series_uid)
-    ct = load_ct(files.ct)
-    structures = load_structures(files.rtstruct, ct.hu, files.frame_of_reference) if files.rtstruct else None
-    rtplan = load_plan(files.rtplan) if files.rtplan else None
-    doses = [load_dose(d) for d in files.rtdose]
-    for dose in doses:
-        check_dose_on_ct(dose, ct.hu)
+    pending = PendingCt(files.ct, beside=fork_is_safe())
+    try:
+        grid = pending.grid
+        structures = load_structures(files.rtstruct, grid, files.frame_of_reference) if files.rtstruct else None
+        rtplan = load_plan(files.rtplan) if files.rtplan else None
+        doses = [load_dose(d) for d in files.rtdose]
+        for dose in doses:
+            check_dose_on_ct(dose, grid)
+        if meanwhile is not None:
+            meanwhile()
+        ct = pending.result()
+    except BaseException:
+        pending.stop()
+        raise
     case = Case(files, ct, structures, rtplan, doses)
     for warning in case.warnings:
         log.warning(warning)

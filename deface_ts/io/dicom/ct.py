@@ -9,6 +9,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
 from deface_ts.errors import InputError
+from deface_ts.forked import Forked, shared_array
 from deface_ts.geometry.volume import Volume, affine_from_dicom
 from deface_ts.io.dicom.study import DicomFile
 
@@ -178,13 +179,17 @@ def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) ->
     return scaled, False
 
 
-def load_ct(files: list[DicomFile]) -> CtSeries:
-    """Load a CT series: sort by geometry, decode pixels, apply the rescale."""
-    files, orientation, origin, step = slice_geometry(files)
-    datasets: list[Dataset] = []
-    stored: np.ndarray | None = None
+def stored_type(header: Dataset) -> np.dtype:
+    """The type pydicom decodes a slice's stored values to (BitsAllocated, PixelRepresentation; PS3.3 C.7.6.3)."""
+    bits = int(header.get("BitsAllocated", 16))
+    if bits not in (8, 16, 32):
+        raise InputError(f"BitsAllocated {bits} is not a CT's (8, 16 or 32)")
+    return np.dtype(f"{'i' if int(header.get('PixelRepresentation', 0)) == 1 else 'u'}{bits // 8}")
+
+
+def decode_slices(files: list[DicomFile], stored: np.ndarray) -> None:
+    """Each file's pixel data decoded into its slice of ``stored`` (slice, row, column)."""
     for k, f in enumerate(files):
-        ds = f.header  # parsed by discover, pixel data deferred
         try:
             # From the file, not the dataset: decoding a dataset loads its PixelData bytes into it (another
             # CT-sized copy held until the end), and Dataset.pixel_array also keeps the decoded array. The
@@ -194,17 +199,49 @@ def load_ct(files: list[DicomFile]) -> CtSeries:
             raise InputError(f"{f.path}: cannot read CT pixel data ({exc.__class__.__name__}: {exc})") from exc
         if array.ndim != 2:
             raise InputError(f"{f.path}: expected a single-frame CT image, got pixel array of shape {array.shape}")
-        if stored is None:
-            stored = np.empty((len(files), *array.shape), dtype=array.dtype)
-        elif array.dtype != stored.dtype:
-            raise InputError(f"{f.path}: stored type {array.dtype} differs from {files[0].path} ({stored.dtype})")
+        if array.shape != stored.shape[1:] or array.dtype != stored.dtype:
+            raise InputError(f"{f.path}: pixel data decodes to {array.dtype} {array.shape}, not the series' "
+                             f"{stored.dtype} {stored.shape[1:]} (Rows, Columns, BitsAllocated and PixelRepresentation "
+                             f"of {files[0].path.name})")
         stored[k] = array
-        datasets.append(ds)
-    assert stored is not None
-    slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
-    intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
-    dtype = stored.dtype
-    hu, exact = _hounsfield(stored, slope, intercept)
-    spacing = datasets[0].PixelSpacing
-    affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
-    return CtSeries(files, datasets, slope, intercept, Volume(hu, affine), dtype, None if exact else stored)
+
+
+class PendingCt:
+    """A CT series being loaded: its grid known from the headers at once, its pixels decoded in a forked child
+    (`deface_ts.forked`) into memory both processes share, while the caller reads the other objects of the study.
+
+    ``grid`` is the CT's geometry with no values (its array a zero-strided view): enough to rasterise
+    structures or place a dose. :meth:`result` waits for the pixels and returns the loaded series.
+    """
+
+    def __init__(self, files: list[DicomFile], beside: bool = True) -> None:
+        self.files, orientation, origin, step = slice_geometry(files)
+        header = self.files[0].header
+        spacing = header.PixelSpacing
+        self.affine = affine_from_dicom(origin, orientation, (step, float(spacing[0]), float(spacing[1])))
+        shape = (len(self.files), int(header.Rows), int(header.Columns))
+        try:
+            dtype = stored_type(header)
+        except InputError as exc:
+            raise InputError(f"{self.files[0].path}: {exc}") from None
+        self.grid = Volume(np.broadcast_to(np.zeros((), dtype), shape), self.affine)
+        self._stored = shared_array(shape, dtype) if beside else np.empty(shape, dtype)
+        self._job = Forked(decode_slices, self.files, self._stored, fork=beside)
+
+    def result(self) -> CtSeries:
+        self._job.result()
+        datasets = [f.header for f in self.files]  # parsed by discover, pixel data deferred
+        slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
+        intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
+        hu, exact = _hounsfield(self._stored, slope, intercept)
+        return CtSeries(self.files, datasets, slope, intercept, Volume(hu, self.affine), self._stored.dtype,
+                        None if exact else self._stored)
+
+    def stop(self) -> None:
+        """Stop the decoding child (the caller failed before it needed the pixels)."""
+        self._job.stop()
+
+
+def load_ct(files: list[DicomFile]) -> CtSeries:
+    """Load a CT series here: sort by geometry, decode pixels, apply the rescale."""
+    return PendingCt(files, beside=False).result()

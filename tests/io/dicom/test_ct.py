@@ -159,3 +159,64 @@ def test_compressed_transfer_syntax_is_decoded(phantom, tmp_path):
         ds.compress(RLELossless)
         ds.save_as(path)
     assert np.array_equal(load_case(folder).ct.hu.array, load_case(phantom.folder).ct.hu.array)
+
+
+def test_pixels_decoded_beside_equal_those_decoded_here(phantom_cache):
+    """load_case decodes the CT in a forked child while it reads the RTSTRUCT on the grid from the headers."""
+    from deface_ts.io.dicom.ct import PendingCt, load_ct
+    from deface_ts.io.dicom.study import discover, select
+
+    study = phantom_cache()
+    files = select(discover(study.folder)).ct
+    pending = PendingCt(files, beside=True)
+    header = files[0].header
+    assert pending.grid.shape == (len(files), header.Rows, header.Columns) and pending.grid.array.strides == (0, 0, 0)
+    beside = pending.result()
+    here = load_ct(files)
+    assert beside.hu.array.dtype == np.int16 and np.array_equal(beside.hu.array, here.hu.array)
+    assert np.array_equal(beside.hu.affine, here.hu.affine) and beside.stored_dtype == here.stored_dtype
+    case = load_case(study.folder)
+    assert np.array_equal(case.ct.hu.array, here.hu.array)
+    body = next(r for r in case.structures.rois if r.role == "body")
+    assert body.volume_voxels > 0 and body.mask.full(case.ct.hu.shape).any()
+
+
+def test_a_slice_decoding_to_another_type_is_refused_by_name(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "in")
+    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    ds = pydicom.dcmread(paths[4])
+    ds.PixelRepresentation = 1 - int(ds.PixelRepresentation)  # the same bytes read as the other signedness
+    ds.save_as(paths[4])
+    with pytest.raises(InputError) as error:
+        load_case(folder)
+    assert str(paths[4]) in str(error.value) and "decodes to" in str(error.value)
+
+
+def test_an_error_while_the_ct_decodes_leaves_no_child(phantom, tmp_path):
+    """An unreadable RTSTRUCT is found while the child decodes: the child is stopped, the error names the file."""
+    import multiprocessing
+
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    folder = copy_study(phantom, tmp_path / "in")
+    path = folder / phantom.rtstruct_file.relative_to(phantom.folder)
+    ds = pydicom.dcmread(path)
+    text = b"1.0\\abc\\2.0 "
+    ds.ROIContourSequence[0].ContourSequence[0][0x30060050] = RawDataElement(Tag(0x30060050), "DS", len(text), text,
+                                                                              0, False, True)
+    ds.save_as(path)
+    with pytest.raises(InputError, match="unreadable contour"):
+        load_case(folder)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_ct_of_12_bits_allocated_is_refused_by_name(phantom, tmp_path):
+    folder = copy_study(phantom, tmp_path / "in")
+    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.BitsAllocated = 12
+        ds.save_as(path)
+    with pytest.raises(InputError, match="BitsAllocated 12 is not a CT's"):
+        load_case(folder)
