@@ -15,12 +15,16 @@ rendered head, are the size of a face on it, and cover surface with relief.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -95,9 +99,40 @@ def _detect_mtcnn(image: np.ndarray) -> list[Detection]:
     return found
 
 
+class _StoodIn(ModuleType):
+    """A module that fails on use: the stand-in `import_mediapipe` puts where matplotlib would load."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ImportError(f"{self.__name__} was not loaded: mediapipe was imported without matplotlib "
+                          "(deface_ts.vision.faces.import_mediapipe)")
+
+
+def import_mediapipe(solution: str) -> ModuleType:
+    """``mediapipe.python.solutions.<solution>`` (face_detection, face_mesh), imported without matplotlib.
+
+    Importing any part of mediapipe 0.10 imports all its solutions, and its drawing helpers import
+    matplotlib.pyplot (~0.4 s of the ~4 s of CPU a verification takes on the 2-core machine) for a 3-D
+    landmark plot deface-ts never draws. While mediapipe imports, ``matplotlib`` and ``matplotlib.pyplot`` are
+    stand-ins that fail on use; they leave ``sys.modules`` at once, so a later ``import matplotlib`` anywhere
+    loads the real package. Where matplotlib or mediapipe is already loaded nothing is stood in for.
+    """
+    name = f"mediapipe.python.solutions.{solution}"
+    if "matplotlib" in sys.modules or "mediapipe" in sys.modules:
+        return importlib.import_module(name)
+    package, pyplot = _StoodIn("matplotlib"), _StoodIn("matplotlib.pyplot")
+    package.__dict__["pyplot"] = pyplot  # ``import matplotlib.pyplot as plt`` reads the attribute
+    sys.modules.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
+    try:
+        return importlib.import_module(name)
+    finally:
+        for stood_in in ("matplotlib", "matplotlib.pyplot"):
+            if isinstance(sys.modules.get(stood_in), _StoodIn):
+                del sys.modules[stood_in]
+
+
 @cache
 def _mediapipe():
-    from mediapipe.python.solutions.face_detection import FaceDetection
+    FaceDetection = import_mediapipe("face_detection").FaceDetection
 
     with drop_native_noise():
         # model_selection=0: the short-range BlazeFace model (faces within ~2 m), which suits a head filling the

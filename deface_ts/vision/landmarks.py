@@ -95,7 +95,7 @@ def _dlib68(image: np.ndarray, box: tuple[float, float, float, float]) -> dict[s
 # ------------------------------------------------------------------------------------------ mediapipe
 @cache
 def _face_mesh():
-    from mediapipe.python.solutions.face_mesh import FaceMesh
+    FaceMesh = faces.import_mediapipe("face_mesh").FaceMesh
 
     with drop_native_noise():
         mesh = FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=False,

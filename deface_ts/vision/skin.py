@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from deface_ts.errors import BlankRenderError
-from deface_ts.geometry.masks import ball, bounding_box, largest_component
+from deface_ts.geometry.masks import BoxMask, ball, bounding_box, largest_component
 from deface_ts.geometry.volume import Volume
 
 AIR_HU = -1000.0
@@ -19,13 +19,38 @@ AIR_HU = -1000.0
 def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, float, float], *,
                          threshold_hu: float = -300.0, opening_mm: float = 3.0, margin_mm: float = 2.0,
                          work_mm: float = 2.0) -> np.ndarray:
-    """Patient skin mask without the thermoplastic mask, the couch and the head rest.
+    """Patient skin mask without the thermoplastic mask, the couch and the head rest: the voxels above
+    ``threshold_hu`` within `patient_reach` (parameters there); a bool mask on the CT grid."""
+    reach = patient_reach(hu, spacing, threshold_hu=threshold_hu, opening_mm=opening_mm, margin_mm=margin_mm,
+                          work_mm=work_mm)
+    return skin_within(hu, reach, threshold_hu)
+
+
+def skin_within(hu: np.ndarray, reach: BoxMask, threshold_hu: float = -300.0) -> np.ndarray:
+    """The voxels of ``hu`` above ``threshold_hu`` within ``reach`` (a `patient_reach` on the same grid).
+
+    With the original's reach, the skin of the defaced CT: removal only takes tissue away, and erosion and
+    dilation are monotone, so the defaced patient's own reach (the patient still the largest object) lies
+    within the original's. This shows every written voxel the defaced CT's own stripping would show, and no
+    shell or couch the original's stripping took away.
+    """
+    out = np.zeros(hu.shape, dtype=bool)
+    box = reach.box
+    out[box] = (hu[box] > threshold_hu) & reach.array
+    return out
+
+
+def patient_reach(hu: np.ndarray, spacing: np.ndarray | tuple[float, float, float], *,
+                  threshold_hu: float = -300.0, opening_mm: float = 3.0, margin_mm: float = 2.0,
+                  work_mm: float = 2.0) -> BoxMask:
+    """Where the patient is, the thermoplastic mask, the couch and the head rest left out.
 
     The shell is a perforated sheet 2–3 mm thick a few mm in front of the skin:
     an opening wider than the sheet removes it, the largest connected component
     drops the couch. Both run on a ``work_mm`` grid (they only decide which
-    object is the patient); the result is the full-resolution threshold within
-    ``margin_mm`` of that object, so the face keeps its detail.
+    object is the patient); the reach is the region within ``margin_mm`` of that
+    object, at full resolution, in the box of the voxels above ``threshold_hu``:
+    the skin is the threshold within it (`skin_within`), so the face keeps its detail.
 
     Parameters
     ----------
@@ -42,17 +67,12 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
         kept: a shell closer than this to the skin stays (it touches the face).
     work_mm
         Grid size for the opening and the component labelling.
-
-    Returns
-    -------
-    numpy.ndarray
-        bool mask on the CT grid.
     """
     spacing = np.asarray(spacing, dtype=float)
     above = hu > threshold_hu
-    if not above.any():
-        return above
     box = bounding_box(above, margin=1)
+    if box is None:
+        return BoxMask((0, 0, 0), np.zeros((0, 0, 0), dtype=bool))
     crop = above[box]
     factors = np.maximum(1, np.floor(work_mm / spacing + 1e-6)).astype(int)
     coarse = _block_mean(crop, factors) > 0.5  # a thin sheet averages below one half and thins out here
@@ -65,9 +85,7 @@ def strip_immobilisation(hu: np.ndarray, spacing: np.ndarray | tuple[float, floa
     patient = largest_component(eroded)
     reach = ndimage.binary_dilation(patient, structure=ball(opening_mm + margin_mm, coarse_spacing))
     keep = _pad_to(reach.repeat(factors[0], 0).repeat(factors[1], 1).repeat(factors[2], 2), crop.shape)
-    out = np.zeros_like(above)
-    out[box] = crop & keep
-    return out
+    return BoxMask((box[0].start, box[1].start, box[2].start), keep)
 
 
 def _block_mean(mask: np.ndarray, factors: np.ndarray) -> np.ndarray:

@@ -185,3 +185,32 @@ def test_verification_angles_have_one_source():
 
     assert tuple(load_config().verify.angles) == choices.VERIFY_ANGLES == faces.VERIFY_ANGLES
     assert inspect.signature(render.render_views).parameters["angles"].default == choices.VERIFY_ANGLES
+
+
+MEDIAPIPE_WITHOUT_MATPLOTLIB = """
+import sys
+import numpy as np
+from deface_ts.vision import faces, landmarks
+detector = faces._mediapipe()
+print("matplotlib loaded by mediapipe:", "matplotlib" in sys.modules)
+print("detects:", faces.detect(np.zeros((96, 96, 3), np.uint8), ["mediapipe"]) == [])
+print("mesh:", landmarks._mesh_faces(np.zeros((96, 96, 3), np.uint8)) == [])
+from mediapipe.python.solutions import drawing_utils
+try:
+    drawing_utils.plt.figure
+except ImportError as exc:
+    print("stand-in:", "import_mediapipe" in str(exc))
+import matplotlib.pyplot
+print("real pyplot afterwards:", hasattr(matplotlib.pyplot, "figure"))
+"""
+
+
+@pytest.mark.skipif(not faces._module_present("mediapipe"), reason="mediapipe (privacy extra) not installed")
+def test_mediapipe_imports_without_matplotlib_and_matplotlib_loads_later():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", MEDIAPIPE_WITHOUT_MATPLOTLIB], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines() == ["matplotlib loaded by mediapipe: False", "detects: True", "mesh: True",
+                                        "stand-in: True", "real pyplot afterwards: True"], done.stderr[-2000:]

@@ -18,7 +18,7 @@ from deface_ts.phantom import EYE_CENTRES, NOSE_TIP, PhantomOptions, evaluate
 from deface_ts.vision import cameras, vtk_render
 from deface_ts.vision.cameras import Render
 from deface_ts.vision.render import render_views
-from deface_ts.vision.skin import strip_immobilisation
+from deface_ts.vision.skin import patient_reach, skin_within, strip_immobilisation
 from tests.vision.scenes import (
     BACKENDS,
     add_shell_and_couch,
@@ -93,6 +93,25 @@ def test_strip_immobilisation_removes_shell_and_couch(face_ct):
     assert shell_and_couch.sum() > 50_000
     assert (stripped & shell_and_couch).sum() < 0.001 * shell_and_couch.sum()
     assert (stripped & body).sum() > 0.995 * body.sum()
+
+
+def test_the_defaced_skin_within_the_original_reach_shows_all_its_own_stripping_would(face_ct):
+    """The verification renders the written CT's skin within the original's patient reach (no second
+    stripping): every voxel the written CT's own stripping keeps is shown, and no shell or couch."""
+    masked = add_shell_and_couch(face_ct)
+    reach = patient_reach(masked.array, masked.spacing)
+    assert np.array_equal(skin_within(masked.array, reach), strip_immobilisation(masked.array, masked.spacing))
+    shell_and_couch = (masked.array > -300) & ~(face_ct.array > -300)
+    for cut in (0.2, 0.35, 0.5):  # removal takes tissue away (air in front of a coronal cut through the head)
+        defaced = masked.array.copy()
+        body = face_ct.array > -300
+        front = np.flatnonzero(body.any(axis=(0, 2)))
+        plane = int(front[0] + cut * (front[-1] - front[0]))
+        defaced[:, :plane][body[:, :plane]] = -1000
+        own = strip_immobilisation(defaced, masked.spacing)
+        within = skin_within(defaced, reach)
+        assert own.sum() > 0 and not (own & ~within).any()
+        assert not (within & ~(defaced > -300)).any() and not (within & shell_and_couch).any()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
