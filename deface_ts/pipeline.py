@@ -46,6 +46,8 @@ from deface_ts.report import Report, build_report, write_report
 
 #: Told the name of each stage as it starts (the CLI's progress display); None: nothing is told.
 Progress = Callable[[str], None] | None
+#: Where the post-check puts the written CT and whom it tells (`VisualVerification.hand_off`); None: keep it.
+HandOff = tuple[np.ndarray, Callable[[], None]] | None
 
 
 def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
@@ -74,7 +76,7 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
             case.apply(plan, body, config)
         with atomic_output(Path(output), [Path(input)], overwrite) as tmp:
             with timer.stage("write"):
-                case.write(tmp, plan, location, config)
+                case.write(tmp, plan, location, config, verification.hand_off())
             with timer.stage("post_check"):
                 written, check = case.check(tmp, plan, location, config)
             with timer.stage("verify"):
@@ -108,7 +110,8 @@ class CaseInput(Protocol):
     def body(self, config: Config) -> np.ndarray: ...
     def protected(self, config: Config) -> list[tuple[str, np.ndarray | BoxMask]]: ...
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None: ...
-    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None: ...
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config,
+              hand_off: HandOff = None) -> None: ...
     def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
               config: Config) -> tuple[Volume, dict[str, Any]]: ...
     def doses(self) -> tuple[Volume | None, Volume | None]: ...
@@ -173,24 +176,26 @@ class DicomInput:
     def apply(self, plan: RemovalPlan, body: np.ndarray, config: Config) -> None:
         self.applied = apply_plan(self.case, plan, body, {name for name, _ in self.protected(config)}, config)
 
-    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None:
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config,
+              hand_off: HandOff = None) -> None:
         """The defaced DICOM set in ``folder/dicom`` and, unless switched off, NIfTI copies in ``folder/nifti``.
 
         Once the CT slices are written, a forked child re-reads and checks them (the post-check) while this
         process writes the RT objects and the NIfTI copies: both hold the GIL, and a machine has two cores.
+        The child puts what it read where ``hand_off`` says (the visual verification's memory) and tells it.
         """
         assert self.applied is not None, "apply before write"
         applied = self.applied
         # The written CT comes back from the child in memory both processes share (the visual verification
         # renders what was written, not the array in memory).
-        self.written_hu = shared_array(self.ct.shape, self.ct.array.dtype)
+        self.written_hu, ready = hand_off or (shared_array(self.ct.shape, self.ct.array.dtype), None)
         with ThreadPoolExecutor(1) as pool:
             nifti_done = None
 
             def check_ct(paths: list[Path]) -> None:
                 nonlocal nifti_done
                 # Forked before the NIfTI thread starts: a child must not inherit a lock another thread holds.
-                self.ct_check = Forked(post_check_ct, paths, self.ct, plan, location, config, self.written_hu)
+                self.ct_check = Forked(post_check_ct, paths, self.ct, plan, location, config, self.written_hu, ready)
                 if config.output.nifti:  # zlib releases the GIL: compressed beside the DICOM writing
                     nifti_done = pool.submit(write_nifti_outputs, folder / "nifti", self.ct.with_array(applied.hu),
                                              plan, hu_dtype=self.ct.array.dtype)
@@ -291,8 +296,9 @@ class NiftiInput:
         self.hu = self.ct.array.copy()
         self.hu[plan.removed] = np.rint(fill_values(self.ct.array, plan.removed, body, config))
 
-    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config) -> None:
-        assert self.hu is not None, "apply before write"
+    def write(self, folder: Path, plan: RemovalPlan, location: FaceLocation, config: Config,
+              hand_off: HandOff = None) -> None:
+        assert self.hu is not None, "apply before write"  # the verification reads the NIfTI written back
         integer = bool(np.all(np.mod(self.ct.array, 1) == 0))
         write_nifti_outputs(folder, self.ct.with_array(self.hu), plan, hu_dtype=np.int16 if integer else np.float32)
 

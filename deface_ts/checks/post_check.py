@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,21 +66,24 @@ def _leftover_and_changed(written: np.ndarray, original: np.ndarray, removed: np
 
 
 def post_check_ct(paths: list[Path], original: Volume, plan: RemovalPlan, location: FaceLocation, config: Config,
-                  into: np.ndarray | None = None) -> dict:
-    """Re-read the written CT slices and check them (:func:`post_check_volume`); copy what was read into ``into``.
+                  into: np.ndarray | None = None, then: Callable[[], None] | None = None) -> dict:
+    """Re-read the written CT slices and check them (:func:`post_check_volume`); copy what was read into ``into``
+    and call ``then`` before checking.
 
     The pipeline runs this in a forked child while it writes the RT objects (``into`` is then memory shared
-    with the caller, who renders the written CT from it), so only the CT's own files are read here.
+    with the caller and the visual verification's child, which ``then`` tells to render it: the two checks
+    run side by side, and the output appears only when both passed), so only the CT's own files are read here.
     """
     written = load_ct([read_header(p) for p in paths]).hu
     if not written.same_grid(original):
         raise PrivacyError("post-check: the written CT is not on the input grid")
-    result = post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}
     if into is not None:
         if into.dtype != written.array.dtype:
             raise PrivacyError(f"post-check: the written CT holds {written.array.dtype} values, the input {into.dtype}")
         into[...] = written.array
-    return result
+        if then is not None:
+            then()
+    return post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}
 
 
 def post_check_links(folder: Path, case: Case) -> tuple[StudyFiles, dict]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +164,9 @@ class VisualVerification:
     """The visual verification, begun as soon as the face is located; used as a context manager.
 
     A forked child renders the original and looks at it (:func:`look_at_original`) while this
-    process plans, writes and post-checks the removal; :meth:`judge` hands it the written CT
-    through shared memory and waits for its verdict (:func:`judge_written`), pictures of a failure
+    process plans, writes and post-checks the removal; the written CT reaches it through shared
+    memory, from the post-check's child as soon as it has read the written slices (:meth:`hand_off`)
+    or from :meth:`judge`, which waits for its verdict (:func:`judge_written`), pictures of a failure
     included. The original's half then costs no wall time where a second core is free. Where this
     process has already run a detector, VTK or torch (a render locator, TotalSegmentator), whose
     threads and contexts a fork would copy half made, or runs other threads, both halves run here
@@ -178,7 +180,20 @@ class VisualVerification:
             return
         self._written = shared_array(before.shape, before.array.dtype)
         self._ready, self._tell = os.pipe()
+        self._handed_off = False
         self._job = Forked(self._judge_in_child)
+
+    def hand_off(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+        """Where a process forked after this call may put the written CT, and what it calls once it is there:
+        the child then judges it at once, while this process writes the rest, not when :meth:`judge` is reached
+        (which then only waits). None where the verification does not run beside the pipeline."""
+        if self._job is None:
+            return None
+        self._handed_off = True
+        return self._written, self._tell_ready
+
+    def _tell_ready(self) -> None:
+        os.write(self._tell, b"!")
 
     def judge(self, after: Volume) -> tuple[dict, tuple[dict, dict] | None]:
         """(the report's verify section, (renders before, after) or None when verification is off)."""
@@ -191,8 +206,11 @@ class VisualVerification:
         else:
             if after.array.dtype != self._written.dtype or not after.same_grid(self.before):
                 raise PrivacyError("verify: the written CT is not on the input grid")
-            self._written[...] = after.array
-            os.write(self._tell, b"!")
+            if not self._handed_off:
+                self._written[...] = after.array
+                self._tell_ready()
+            elif not np.shares_memory(after.array, self._written):
+                raise PrivacyError("verify: the written CT was handed off, but another array is judged")
             result, before, after_renders = self._job.result()
             result["ran"] = "beside the pipeline (forked when the face was located)"
         return result, (before, after_renders)

@@ -114,6 +114,19 @@ def test_the_defaced_skin_within_the_original_reach_shows_all_its_own_stripping_
         assert not (within & ~(defaced > -300)).any() and not (within & shell_and_couch).any()
 
 
+@pytest.mark.parametrize("factors", [(1, 2, 2), (3, 2, 2), (1, 3, 3), (2, 1, 1)])
+def test_blocks_mostly_true_are_those_whose_mean_exceeds_a_half(factors):
+    from deface_ts.vision.skin import _mostly
+
+    mask = np.random.default_rng(1).random((37, 45, 52)) > 0.5  # no axis a multiple of every factor: padded
+    f = np.array(factors)
+    padded = np.zeros(tuple(-(-n // k) * k for n, k in zip(mask.shape, f)), dtype=float)
+    padded[: mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask
+    mean = padded.reshape(padded.shape[0] // f[0], f[0], padded.shape[1] // f[1], f[1], padded.shape[2] // f[2],
+                          f[2]).mean(axis=(1, 3, 5))
+    assert np.array_equal(_mostly(mask, f), mean > 0.5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_stripped_render_shows_the_skin_not_the_shell(face_ct, backend):
     needs_backend(backend)
