@@ -181,6 +181,7 @@ def test_verification_runs_beside_the_pipeline_in_a_fresh_process(phantom_cache,
     assert run.returncode == 0, run.stderr
     forked = json.loads((tmp_path / "out" / "report.json").read_text())["verify"]
     assert forked["ran"].startswith("beside the pipeline") and forked["decided_by"] == "verified"
+    assert forked["ran"].endswith("the written CT from the post-check as it read it)")  # not at the verify stage
     assert forked["identity_network"] == "a worker process"  # forked by the verification's child
     case = load_case(study.folder)
     written = load_case(tmp_path / "out" / "dicom")

@@ -212,7 +212,8 @@ class VisualVerification:
             elif not np.shares_memory(after.array, self._written):
                 raise PrivacyError("verify: the written CT was handed off, but another array is judged")
             result, before, after_renders = self._job.result()
-            result["ran"] = "beside the pipeline (forked when the face was located)"
+            result["ran"] = ("beside the pipeline (forked when the face was located; the written CT "
+                             f"{'from the post-check as it read it' if self._handed_off else 'given when verified'})")
         return result, (before, after_renders)
 
     def _judge_in_child(self) -> tuple[dict, dict, dict]:
