@@ -79,12 +79,15 @@ def deface(input: Path, output: Path, config: Config, *, series_uid: str | None 
                 case.write(tmp, plan, location, config, verification.hand_off())
             with timer.stage("post_check"):
                 written, check = case.check(tmp, plan, location, config)
+            pictures = {}
+            if config.verify.pictures:  # the slices and the dose while the verification's child judges
+                with timer.stage("qc_pictures"):
+                    pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses())
             with timer.stage("verify"):
                 visual, renders = verification.judge(written)
-            pictures = {}
-            if config.verify.pictures:
+            if config.verify.pictures and renders is not None:
                 with timer.stage("qc_pictures"):
-                    pictures = qc_pictures(tmp / "qc", ct, written, plan, location, case.doses(), renders)
+                    pictures.update(render_pictures(tmp / "qc", renders))
             report = build_report(ct, location, plan, config, timer.seconds, check)
             report.update(case.describe(Path(output)))
             report["patient_position"] = position
@@ -373,18 +376,23 @@ def eyes_mm(location: FaceLocation) -> np.ndarray | None:
 
 
 def qc_pictures(folder: Path, before: Volume, after: Volume, plan: RemovalPlan, location: FaceLocation,
-                doses: tuple[Volume | None, Volume | None], renders: tuple | None) -> dict[str, str]:
-    """QC PNGs (renders before/after, slices through the eyes, dose) in ``folder``; names relative to the case."""
+                doses: tuple[Volume | None, Volume | None]) -> dict[str, str]:
+    """QC PNGs (slices through the eyes, dose) in ``folder``; names relative to the case."""
     from deface_ts.reporting.qc import write_qc_pictures
 
     centres = [e.centre_mm for e in location.eyes]
     if not centres:  # a face mask without eyes: slices through the middle of the removed region
         centres = [before.index_to_lps(np.argwhere(plan.removed).mean(axis=0)[None])[0]]
     written = write_qc_pictures(folder, before, after, plan.removed, plan.protected, centres,
-                                dose_before=doses[0], dose_after=doses[1],
-                                renders_before=renders[0] if renders else None,
-                                renders_after=renders[1] if renders else None)
+                                dose_before=doses[0], dose_after=doses[1])
     return {name: f"{folder.name}/{file}" for name, file in written.items()}
+
+
+def render_pictures(folder: Path, renders: tuple[dict, dict]) -> dict[str, str]:
+    """The verification's renders before and after, side by side, in ``folder``; names relative to the case."""
+    from deface_ts.reporting.qc import write_render_picture
+
+    return {name: f"{folder.name}/{file}" for name, file in write_render_picture(folder, *renders).items()}
 
 
 def write_nifti_outputs(folder: Path, defaced: Volume, plan: RemovalPlan, hu_dtype: Any = np.int16) -> None:

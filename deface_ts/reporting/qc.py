@@ -245,12 +245,20 @@ def write_qc_pictures(folder: Path, before: Volume, after: Volume, removed: np.n
     }
     if dose_before is not None and dose_after is not None:
         pictures["dose"] = dose_picture(slicer, before, after, dose_before, dose_after, display_mm)
-    if renders_before and renders_after:
-        picture = render_picture(renders_before, renders_after)
-        if picture is not None:
-            pictures["renders"] = picture
     written = {}
     for name, picture in pictures.items():
         save_png(picture, folder / FILES[name])
         written[name] = FILES[name]
+    if renders_before and renders_after:
+        written.update(write_render_picture(folder, renders_before, renders_after))
     return written
+
+
+def write_render_picture(folder: Path, renders_before: dict, renders_after: dict) -> dict[str, str]:
+    """``renders.png`` in ``folder`` (see :func:`write_qc_pictures`); {} when the two hold no common angle."""
+    picture = render_picture(renders_before, renders_after)
+    if picture is None:
+        return {}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    save_png(picture, Path(folder) / FILES["renders"])
+    return {"renders": FILES["renders"]}
