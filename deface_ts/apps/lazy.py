@@ -18,10 +18,13 @@ import sys
 
 DEFERRED = ("scipy.ndimage", "scipy.signal")
 
-#: Optional packages pydicom imports at its own import, to see which of its plugins can run: python-gdcm (a decoder
-#: of compressed pixel data; ~0.1 s, the dearest part of the start-up after numpy) and requests and tqdm (the
-#: download of pydicom's own test files, ~0.1 s with urllib3 and charset_normalizer). A deface-ts run uses none.
-PYDICOM_PROBES = ("gdcm", "requests", "tqdm")
+#: Optional packages pydicom imports at its own import, to see which of its plugins can run: python-gdcm and Pillow
+#: (decoders of compressed pixel data; gdcm ~0.1 s, the dearest part of the start-up after numpy, Pillow with its
+#: colour management ~0.015 s) and requests and tqdm (the download of pydicom's own test files, ~0.1 s with urllib3
+#: and charset_normalizer). A deface-ts run uses none of them through pydicom.
+PYDICOM_PROBES = ("gdcm", "PIL", "requests", "tqdm")
+#: Decoders hidden only where pylibjpeg's decoders stand in for them.
+PYDICOM_DECODERS = ("gdcm", "PIL")
 #: pylibjpeg's decoders, which cover what gdcm's decoder would (JPEG, JPEG-LS, JPEG 2000, HTJ2K; RLE is pydicom's own).
 PYLIBJPEG_DECODERS = ("pylibjpeg", "libjpeg", "openjpeg")
 
@@ -53,15 +56,16 @@ def import_pydicom_lean() -> list[str]:
 
     A name set to None in ``sys.modules`` makes its import fail with ImportError, which pydicom takes as "not
     installed": its gdcm plugin and its test-file download stay off for this process. The names are restored
-    at once, so a later ``import gdcm`` (dicom2nifti) or ``import requests`` (TotalSegmentator) loads them as
-    usual. gdcm is hidden only where pylibjpeg's decoders are installed: without them it is pydicom's decoder
-    for compressed CT. Nothing is hidden once pydicom is imported (its plugins are already chosen).
+    at once, so a later ``import gdcm`` (dicom2nifti), ``import PIL`` (the QC pictures) or ``import requests``
+    (TotalSegmentator) loads them as usual. gdcm and Pillow are hidden only where pylibjpeg's decoders are
+    installed: without them they are pydicom's decoders for compressed CT. Nothing is hidden once pydicom is
+    imported (its plugins are already chosen).
     """
     if "pydicom" in sys.modules:
         return []
     hidden = [name for name in PYDICOM_PROBES if name not in sys.modules]
-    if "gdcm" in hidden and not all(importlib.util.find_spec(name) for name in PYLIBJPEG_DECODERS):
-        hidden.remove("gdcm")
+    if not all(importlib.util.find_spec(name) for name in PYLIBJPEG_DECODERS):
+        hidden = [name for name in hidden if name not in PYDICOM_DECODERS]
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
     try:

@@ -15,20 +15,21 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deface_ts.checks import identity
-from deface_ts.checks.identity import IdentityResult
 from deface_ts.config import VerifyConfig
 from deface_ts.errors import PrivacyError
 from deface_ts.forked import Forked, fork_is_safe, shared_array
 from deface_ts.geometry.masks import BoxMask
 from deface_ts.geometry.volume import Volume
-from deface_ts.vision.cameras import Render
-from deface_ts.vision.identity import Descriptors
 from deface_ts.vision.skin import patient_reach, skin_within
+
+if TYPE_CHECKING:  # the detectors' and dlib's modules load where a verification runs: not with --verify off
+    from deface_ts.checks.identity import IdentityResult
+    from deface_ts.vision.cameras import Render
+    from deface_ts.vision.identity import Descriptors
 
 NO_FACE_BEFORE = "no face visible before defacing"
 FACE_DETECTED = "face visible after defacing"
@@ -98,6 +99,7 @@ class Original:
 
 def look_at_original(before: Volume, config: VerifyConfig, eyes_mm: np.ndarray | None) -> Original:
     """The original rendered at the configured angles, searched by every detector, its faces embedded."""
+    from deface_ts.checks import identity
     from deface_ts.vision import faces
 
     reach = patient_reach(before.array, before.spacing, threshold_hu=config.skin_hu,
@@ -118,6 +120,7 @@ def judge_written(original: Original, after: Volume, config: VerifyConfig, failu
     descriptor: benchmarks/README.md, "identity check"), else in a thread. No detector or model
     object is used by two threads at once.
     """
+    from deface_ts.checks import identity
     from deface_ts.vision import faces
 
     detectors = verify_detectors(config)
@@ -217,6 +220,8 @@ class VisualVerification:
         return result, (before, after_renders)
 
     def _judge_in_child(self) -> tuple[dict, dict, dict]:
+        from deface_ts.checks import identity
+
         os.close(self._tell)  # so that a read sees the end of the pipe when the pipeline is gone
         # dlib's network gets a process of its own, forked before this one loads VTK and the detectors: it
         # embeds the defaced faces while this one searches the defaced views.

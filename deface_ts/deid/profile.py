@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydicom.datadict import tag_for_keyword
 
 from deface_ts.deid.table import OPTIONS as TABLE_OPTIONS
@@ -140,6 +139,8 @@ def load_profile(name: str) -> Profile | None:
         return None
     if name in PROFILES:
         return builtin_profile(name)
+    import yaml  # here: the built-in profiles are not YAML, and a run needs none (~0.01 s of start-up)
+
     path = Path(name)
     try:
         data = yaml.safe_load(path.read_text()) or {}

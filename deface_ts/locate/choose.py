@@ -10,7 +10,7 @@ weight-free route (CT eyes cross-checked by the render locator,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -20,20 +20,16 @@ from deface_ts.errors import InputError
 from deface_ts.io.dicom.rtstruct import Structures
 from deface_ts.locate.base import Locator
 from deface_ts.locate.eyes import MaskEyeLocator, RoiEyeLocator, eye_rois
-from deface_ts.locate.totalseg import weights
-from deface_ts.locate.totalseg.runtime import (
-    TotalSegEyeLocator,
-    TotalSegLocator,
-    TotalSegOptions,
-    choose_method,
-    using_home,
-)
+
+if TYPE_CHECKING:
+    from deface_ts.locate.totalseg.runtime import TotalSegOptions
+
+# TotalSegmentator's modules are imported where a method needs them: `--method eyes` with eye ROIs never does.
 
 
 def make_locator(config: Config, structures: Structures | None = None, eyes_mask: np.ndarray | None = None,
                  eyes_source: str = "") -> Locator:
     """The locator the configured method names; ``auto`` picks the strongest one available."""
-    options = totalseg_options(config)
     eye_locator: Locator | None = None
     if eyes_mask is not None:
         eye_locator = MaskEyeLocator(eyes_mask, eyes_source)
@@ -41,15 +37,17 @@ def make_locator(config: Config, structures: Structures | None = None, eyes_mask
         eye_locator = RoiEyeLocator(structures, config.eyes)
     method: str = config.method
     if method == "auto":
-        method = auto_method(options, eye_locator is not None)
+        method = auto_method(totalseg_options(config), eye_locator is not None)
     if method == "eyes":
         if eye_locator is not None:
             return eye_locator
-        return _eyes_without_landmarks(options, structures, config)
+        return _eyes_without_landmarks(totalseg_options(config), structures, config)
     if method == "weightless":
         return weight_free_locator(config, structures, cross_check=True)
     if method in ("face", "union"):
-        return TotalSegLocator(method, options, eye_locator)
+        from deface_ts.locate.totalseg.runtime import TotalSegLocator
+
+        return TotalSegLocator(method, totalseg_options(config), eye_locator)
     if method == "render":
         from deface_ts.locate.render import RenderLocator
 
@@ -59,6 +57,9 @@ def make_locator(config: Config, structures: Structures | None = None, eyes_mask
 
 def _eyes_without_landmarks(options: TotalSegOptions, structures: Structures | None, config: Config) -> Locator:
     """Method ``eyes`` without eye ROIs or mask: TotalSegmentator's eyes where installed, else the CT's own."""
+    from deface_ts.locate.totalseg import weights
+    from deface_ts.locate.totalseg.runtime import TotalSegEyeLocator, using_home
+
     with using_home(options):
         installed = "head_glands_cavities" in weights.available_tasks()
     if installed:
@@ -83,6 +84,9 @@ def weight_free_locator(config: Config, structures: Structures | None, cross_che
 
 def auto_method(options: TotalSegOptions, has_eyes: bool) -> Method | Literal["weightless"]:
     """``auto``: union > face > eyes (ROIs, mask or TotalSegmentator) > weightless (CT eyes checked by a render)."""
+    from deface_ts.locate.totalseg import weights
+    from deface_ts.locate.totalseg.runtime import choose_method, using_home
+
     with using_home(options):
         tasks = weights.available_tasks()
     try:
@@ -92,6 +96,8 @@ def auto_method(options: TotalSegOptions, has_eyes: bool) -> Method | Literal["w
 
 
 def totalseg_options(config: Config) -> TotalSegOptions:
+    from deface_ts.locate.totalseg.runtime import TotalSegOptions
+
     ts = config.totalseg
     return TotalSegOptions(device=ts.device, threads=ts.threads, home=Path(ts.home) if ts.home else None,
                            crop=ts.crop, body_hu=config.region.body_hu, keep_models=ts.keep_models)
