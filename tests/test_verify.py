@@ -197,6 +197,26 @@ def test_verification_runs_beside_the_pipeline_in_a_fresh_process(phantom_cache,
     assert not (tmp_path / "upper").exists() and (tmp_path / "upper.verify-failed" / "verify.json").exists()
 
 
+def test_a_nifti_ct_is_verified_beside_the_pipeline_in_a_fresh_process(phantom_cache, tmp_path):
+    """NIfTI in, NIfTI out: the post-check reads the written CT back and hands it to the verification's child."""
+    from deface_ts.config import EyesConfig
+    from deface_ts.io import nifti
+    from deface_ts.locate.eyes import eye_rois
+
+    case = load_case(phantom_cache().folder)
+    eyes = eye_rois(case.structures, EyesConfig())
+    assert len(eyes) == 2
+    mask = eyes[0].mask.full(case.ct.hu.shape) | eyes[1].mask.full(case.ct.hu.shape)
+    nifti.save(case.ct.hu, tmp_path / "ct.nii.gz", dtype=np.int16)
+    nifti.save(case.ct.hu.with_array(mask.astype(np.uint8)), tmp_path / "eyes.nii.gz")
+    run = _cli("deface", str(tmp_path / "ct.nii.gz"), str(tmp_path / "out"), "--eyes-mask",
+               str(tmp_path / "eyes.nii.gz"), "--quiet")
+    assert run.returncode == 0, run.stderr
+    verify = json.loads((tmp_path / "out" / "report.json").read_text())["verify"]
+    assert verify["decided_by"] == "verified"
+    assert verify["ran"].startswith("beside the pipeline") and verify["ran"].endswith("as it read it)")
+
+
 def forked_eyes(output) -> list[list[float]]:
     """The eye centres the run used (report.json), in the order the locator gave them."""
     return list(json.loads((output / "report.json").read_text())["landmarks"]["eye_centres_mm"].values())

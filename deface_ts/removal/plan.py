@@ -67,8 +67,11 @@ class RemovalPlan:
     brain_side_removed_cc: float | None = None  # removed tissue the skull encloses (None: keep_brain off)
 
     def __post_init__(self) -> None:
+        # Slab by slab: ``~protected`` of the whole CT was a CT-sized temporary, fresh memory the kernel zeroes.
         self.removed = np.greater(self.provenance, 0)
-        self.removed &= ~self.protected  # in place: one whole-volume temporary fewer
+        for start in range(0, len(self.removed), 16):
+            block = slice(start, start + 16)
+            self.removed[block] &= ~self.protected[block]
 
     @property
     def region(self) -> np.ndarray:
@@ -181,7 +184,8 @@ def face_region(ct: Volume, body: np.ndarray, location: FaceLocation, config: Re
         if config.kind == "upper":
             inside = inside & (slab == 5)
         slab[inside] = 0
-        rule[(rule == 5) & brain] = 0  # a face mask reaching behind the cut plane into the cavity: kept too
+        if mask_region is not None:  # a face mask reaching behind the cut plane into the cavity: kept too
+            rule[(rule == 5) & brain] = 0
     landmarks = Landmarks(_eye_centres(location), round(float(a_mid - config.plane_offset_mm), 2),
                           round(float(s[s_inf]), 2), round(float(s[s_sup]), 2),
                           round(float(s[lower]) if lower < len(s) else float(s[-1]), 2), chin_found)
@@ -306,9 +310,10 @@ def check_brain_side(ct: Volume, plan: RemovalPlan, brain: np.ndarray, enforce: 
     The rules above the eyes already leave the brain side out; this catches every
     other way in (the lower-face rule, a face mask, a future rule).
     """
-    reached = plan.removed & brain
-    plan.brain_side_removed_cc = round(int(np.count_nonzero(reached)) * ct.voxel_cc, 3)
-    if enforce and reached.any():
+    count = sum(int(np.count_nonzero(plan.removed[k : k + 16] & brain[k : k + 16])) for k in range(0, len(brain), 16))
+    plan.brain_side_removed_cc = round(count * ct.voxel_cc, 3)
+    if enforce and count:
+        reached = plan.removed & brain
         labels = plan.provenance[reached]
         rules = ", ".join(f"{RULES[int(n)]}: {int((labels == n).sum())}" for n in np.unique(labels))
         box = bounding_box(reached)
