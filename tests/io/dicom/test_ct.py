@@ -206,9 +206,10 @@ def test_an_error_while_the_ct_decodes_leaves_no_child(phantom, tmp_path):
     ds.ROIContourSequence[0].ContourSequence[0][0x30060050] = RawDataElement(Tag(0x30060050), "DS", len(text), text,
                                                                               0, False, True)
     ds.save_as(path)
+    running = set(multiprocessing.active_children())  # workers other tests of this process left running
     with pytest.raises(InputError, match="unreadable contour"):
         load_case(folder)
-    assert multiprocessing.active_children() == []
+    assert set(multiprocessing.active_children()) <= running
 
 
 def test_a_ct_of_12_bits_allocated_is_refused_by_name(phantom, tmp_path):
