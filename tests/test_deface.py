@@ -246,6 +246,24 @@ def test_post_check_fails_closed_on_leftover_face(defaced):
         post_check_volume(before.ct.hu, before.ct.hu, plan, location, load_config())  # the un-defaced CT
 
 
+def test_post_check_reads_the_written_ct_into_the_shared_memory_it_is_given(defaced):
+    """The written slices decode straight into ``into`` (16-bit values, exact HU): the same HU as a plain load."""
+    from deface_ts.checks.post_check import post_check_ct
+    from deface_ts.forked import shared_array
+    from deface_ts.locate.eyes import RoiEyeLocator
+    from deface_ts.removal.plan import RemovalPlan
+
+    study, out, report, before, after = defaced["HFS"]
+    rule = (nifti.load(out / "nifti" / "removal_mask.nii.gz").array).astype(np.uint8)
+    plan = RemovalPlan(rule, np.zeros(rule.shape, bool), {}, None)
+    location = RoiEyeLocator(before.structures, load_config().eyes).locate(before.ct.hu)
+    into = shared_array(before.ct.hu.shape, before.ct.hu.array.dtype)
+    told = []
+    paths = [f.path for f in after.files.ct]
+    assert post_check_ct(paths, before.ct.hu, plan, location, load_config(), into, lambda: told.append(1))["passed"]
+    assert told == [1] and into.dtype == np.int16 and np.array_equal(into, after.ct.hu.array)
+
+
 def test_post_check_of_the_written_files_fails_closed(phantom, tmp_path, monkeypatch):
     """A writer that leaves the face in the CT files (the forked re-read must see it), and one that writes an
     RTSTRUCT linked to nothing: both cases fail, nothing is written, the input is untouched."""

@@ -74,13 +74,16 @@ def post_check_ct(paths: list[Path], original: Volume, plan: RemovalPlan, locati
     with the caller and the visual verification's child, which ``then`` tells to render it: the two checks
     run side by side, and the output appears only when both passed), so only the CT's own files are read here.
     """
-    written = load_ct([read_header(p) for p in paths]).hu
+    # Decoded straight into ``into`` where its items are the stored values' size (int16 HU from 16-bit values,
+    # the usual case): no second CT-sized array in this child, and no copy.
+    written = load_ct([read_header(p) for p in paths], buffer=into).hu
     if not written.same_grid(original):
         raise PrivacyError("post-check: the written CT is not on the input grid")
     if into is not None:
         if into.dtype != written.array.dtype:
             raise PrivacyError(f"post-check: the written CT holds {written.array.dtype} values, the input {into.dtype}")
-        into[...] = written.array
+        if not np.shares_memory(into, written.array):
+            into[...] = written.array
         if then is not None:
             then()
     return post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}

@@ -214,7 +214,9 @@ class PendingCt:
     structures or place a dose. :meth:`result` waits for the pixels and returns the loaded series.
     """
 
-    def __init__(self, files: list[DicomFile], beside: bool = True) -> None:
+    def __init__(self, files: list[DicomFile], beside: bool = True, buffer: np.ndarray | None = None) -> None:
+        """``buffer``: memory of the series' shape to decode into (and turn into HU in, when exact), if its items
+        are the stored values' size; else a new array is used."""
         self.files, orientation, origin, step = slice_geometry(files)
         header = self.files[0].header
         spacing = header.PixelSpacing
@@ -225,7 +227,10 @@ class PendingCt:
         except InputError as exc:
             raise InputError(f"{self.files[0].path}: {exc}") from None
         self.grid = Volume(np.broadcast_to(np.zeros((), dtype), shape), self.affine)
-        self._stored = shared_array(shape, dtype) if beside else np.empty(shape, dtype)
+        if buffer is not None and buffer.shape == shape and buffer.dtype.itemsize == dtype.itemsize:
+            self._stored = buffer.view(dtype)
+        else:
+            self._stored = shared_array(shape, dtype) if beside else np.empty(shape, dtype)
         self._job = Forked(decode_slices, self.files, self._stored, fork=beside)
 
     def result(self) -> CtSeries:
@@ -242,6 +247,7 @@ class PendingCt:
         self._job.stop()
 
 
-def load_ct(files: list[DicomFile]) -> CtSeries:
-    """Load a CT series here: sort by geometry, decode pixels, apply the rescale."""
-    return PendingCt(files, beside=False).result()
+def load_ct(files: list[DicomFile], buffer: np.ndarray | None = None) -> CtSeries:
+    """Load a CT series here: sort by geometry, decode pixels, apply the rescale (in ``buffer`` where it fits:
+    `PendingCt`)."""
+    return PendingCt(files, beside=False, buffer=buffer).result()
