@@ -78,14 +78,21 @@ def fill_values(hu: np.ndarray, removed: np.ndarray, body: np.ndarray, config: C
     return config.fill.hu + rng.normal(0.0, sigma, int(removed.sum())).astype(np.float32)
 
 
-def dose_voxels_in(dose: Volume, ct: Volume, mask: np.ndarray) -> np.ndarray:
-    """Dose-grid voxels whose centre falls in a CT-grid ``mask`` voxel (through patient coordinates)."""
+def dose_points(dose: Volume, ct: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The CT voxel (k, j, i) under each dose-grid point's centre (through patient coordinates), and whether it
+    lies in the CT; for :func:`dose_voxels_in`, which then needs not map the grid again for another mask."""
     k, j, i = np.indices(dose.shape).reshape(3, -1)
     index = np.rint(ct.lps_to_index(dose.index_to_lps(np.column_stack([k, j, i])))).astype(np.int64)
     inside = np.all((index >= 0) & (index < np.array(ct.shape)), axis=1)
-    hit = np.zeros(index.shape[0], dtype=bool)
-    ii = index[inside]
-    hit[inside] = mask[ii[:, 0], ii[:, 1], ii[:, 2]]
+    return index[inside], inside
+
+
+def dose_voxels_in(dose: Volume, ct: Volume, mask: np.ndarray,
+                   points: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Dose-grid voxels whose centre falls in a CT-grid ``mask`` voxel (``points``: :func:`dose_points`)."""
+    index, inside = points if points is not None else dose_points(dose, ct)
+    hit = np.zeros(inside.shape, dtype=bool)
+    hit[inside] = mask[index[:, 0], index[:, 1], index[:, 2]]
     return hit.reshape(dose.shape)
 
 
@@ -123,12 +130,13 @@ def _clip_roi(roi: Roi, ct: Volume, removed: np.ndarray, protected: bool, change
 
 def _zero_dose(dose: Dose, ct: Volume, plan: RemovalPlan, changes: Changes) -> DoseEntry:
     """Zero the dose points that lie in the removed region; the mask goes to ``changes``."""
-    zero = dose_voxels_in(dose.gy, ct, plan.removed)
+    points = dose_points(dose.gy, ct)  # mapped once, for both masks
+    zero = dose_voxels_in(dose.gy, ct, plan.removed, points)
     if plan.protected.any():
         # A planning system interpolates dose between grid points, so a zeroed point next to a protected ROI
         # would lower its DVH: keep every dose point one grid step around a protected point
         # (docs/calibration.md, "Dose").
-        near = ndimage.binary_dilation(dose_voxels_in(dose.gy, ct, plan.protected),
+        near = ndimage.binary_dilation(dose_voxels_in(dose.gy, ct, plan.protected, points),
                                        structure=np.ones((3, 3, 3), dtype=bool))
         zero &= ~near
     changes.dose_zero.append(zero)

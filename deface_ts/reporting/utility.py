@@ -14,7 +14,7 @@ from deface_ts.geometry.masks import body_from_hu
 from deface_ts.geometry.volume import Volume
 from deface_ts.io import nifti
 from deface_ts.io.dicom.case import Case
-from deface_ts.removal.apply import dose_voxels_in
+from deface_ts.removal.apply import dose_points, dose_voxels_in
 from deface_ts.report import Report
 from deface_ts.reporting.pairs import Pair
 
@@ -112,8 +112,9 @@ def dose_changes(pair: Pair, original: Case, defaced: Case, report: Report | Non
         if not g0.same_grid(g1):
             raise InputError(f"RTDOSE {number}: the defaced dose is not on the original's grid")
         delta = np.abs(g1.array.astype(np.float64) - g0.array)
-        in_body = dose_voxels_in(g0, ct, body)
-        kept = ~dose_voxels_in(g0, ct, removed)
+        points = dose_points(g0, ct)  # the dose grid mapped onto the CT once, for every mask below
+        in_body = dose_voxels_in(g0, ct, body, points)
+        kept = ~dose_voxels_in(g0, ct, removed, points)
         dvh: list[dict] = []
         entry = {"dose": number, "max_gy": float(g0.array.max()), "max_abs_diff_gy": float(delta.max()),
                  "mean_abs_diff_body_gy": float(delta[in_body].mean()) if in_body.any() else None,
@@ -126,7 +127,7 @@ def dose_changes(pair: Pair, original: Case, defaced: Case, report: Report | Non
             before, after = dvh_points(dose_at(g0, ct, m0)), dvh_points(dose_at(g1, ct, m1))
             diff = {k: (a - b) if b is not None and a is not None else None
                     for k, b, a in ((k, before[k], after[k]) for k in before)}
-            inside = dose_voxels_in(g0, ct, m0)
+            inside = dose_voxels_in(g0, ct, m0, points)
             dvh.append({"roi": name, "before": before, "after": after, "difference": diff,
                                  "max_abs_voxel_diff_gy": float(delta[inside].max()) if inside.any() else None})
         out.append(entry)
