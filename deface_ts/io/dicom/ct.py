@@ -166,17 +166,39 @@ def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) ->
     values are turned into HU in their own buffer (``stored`` is overwritten), so the series holds one
     CT-sized array, from which the writer derives the stored values slice by slice.
     """
+    shift = _exact_shift(stored, slope, intercept)
+    if shift is not None:
+        hu = stored.view(np.int16) if stored.dtype in (np.int16, np.uint16) else stored.astype(np.int16)
+        if shift:
+            hu += np.int16(shift)
+        return hu, True
+    scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
+    scaled += intercept[:, None, None].astype(np.float32)
+    return scaled, False
+
+
+def _exact_shift(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> int | None:
+    """The intercept when HU = stored + intercept is an integer shift that int16 holds for every voxel; else None."""
     if np.all(slope == 1.0) and np.all(intercept == intercept[0]) and float(intercept[0]).is_integer():
         shift = int(intercept[0])
         low, high = int(stored.min()) + shift, int(stored.max()) + shift
         if -32768 <= low and high <= 32767 and int(stored.max()) <= 32767:
-            hu = stored.view(np.int16) if stored.dtype in (np.int16, np.uint16) else stored.astype(np.int16)
-            if shift:
-                hu += np.int16(shift)
-            return hu, True
-    scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
-    scaled += intercept[:, None, None].astype(np.float32)
-    return scaled, False
+            return shift
+    return None
+
+
+def decode_to_hu(files: list[DicomFile], stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> bool:
+    """`decode_slices`, then, for 16-bit values whose HU are exact (`_hounsfield`), HU in their own buffer;
+    whether it did (else ``stored`` holds the stored values)."""
+    decode_slices(files, stored)
+    if stored.dtype not in (np.int16, np.uint16):
+        return False
+    shift = _exact_shift(stored, slope, intercept)
+    if shift is None:
+        return False
+    if shift:
+        stored.view(np.int16)[...] += np.int16(shift)
+    return True
 
 
 def stored_type(header: Dataset) -> np.dtype:
@@ -231,16 +253,19 @@ class PendingCt:
             self._stored = buffer.view(dtype)
         else:
             self._stored = shared_array(shape, dtype) if beside else np.empty(shape, dtype)
-        self._job = Forked(decode_slices, self.files, self._stored, fork=beside)
+        datasets = [f.header for f in self.files]  # parsed by discover, pixel data deferred
+        self.slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
+        self.intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
+        # The child turns the values into HU too where that is done in place (the usual case).
+        self._job = Forked(decode_to_hu, self.files, self._stored, self.slope, self.intercept, fork=beside)
 
     def result(self) -> CtSeries:
-        self._job.result()
-        datasets = [f.header for f in self.files]  # parsed by discover, pixel data deferred
-        slope = np.array([float(ds.get("RescaleSlope", 1.0)) for ds in datasets])
-        intercept = np.array([float(ds.get("RescaleIntercept", 0.0)) for ds in datasets])
-        hu, exact = _hounsfield(self._stored, slope, intercept)
-        return CtSeries(self.files, datasets, slope, intercept, Volume(hu, self.affine), self._stored.dtype,
-                        None if exact else self._stored)
+        if self._job.result():
+            hu, exact = self._stored.view(np.int16), True
+        else:
+            hu, exact = _hounsfield(self._stored, self.slope, self.intercept)
+        return CtSeries(self.files, [f.header for f in self.files], self.slope, self.intercept,
+                        Volume(hu, self.affine), self._stored.dtype, None if exact else self._stored)
 
     def stop(self) -> None:
         """Stop the decoding child (the caller failed before it needed the pixels)."""

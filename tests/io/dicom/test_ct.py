@@ -221,3 +221,19 @@ def test_a_ct_of_12_bits_allocated_is_refused_by_name(phantom, tmp_path):
         ds.save_as(path)
     with pytest.raises(InputError, match="BitsAllocated 12 is not a CT's"):
         load_case(folder)
+
+
+def test_hu_not_an_integer_shift_come_as_float_beside_the_stored_values(phantom, tmp_path):
+    """A slice with RescaleSlope 0.5: the decoding child leaves the stored values, HU are float32 here."""
+    folder = copy_study(phantom, tmp_path / "in")
+    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    ds = pydicom.dcmread(paths[2])
+    ds.RescaleSlope = 0.5
+    ds.save_as(paths[2])
+    ct = load_case(folder).ct
+    assert ct.hu.array.dtype == np.float32 and ct.kept_stored is not None
+    for k, file in enumerate(ct.files):
+        raw = pydicom.dcmread(file.path)
+        expected = raw.pixel_array * float(raw.RescaleSlope) + float(raw.RescaleIntercept)
+        assert np.array_equal(ct.hu.array[k], expected.astype(np.float32))
+        assert np.array_equal(ct.stored_slice(k), raw.pixel_array)
