@@ -183,7 +183,7 @@ def test_pixels_decoded_beside_equal_those_decoded_here(phantom_cache):
 
 def test_a_slice_decoding_to_another_type_is_refused_by_name(phantom, tmp_path):
     folder = copy_study(phantom, tmp_path / "in")
-    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    paths = _ct_files(folder)
     ds = pydicom.dcmread(paths[4])
     ds.PixelRepresentation = 1 - int(ds.PixelRepresentation)  # the same bytes read as the other signedness
     ds.save_as(paths[4])
@@ -214,7 +214,7 @@ def test_an_error_while_the_ct_decodes_leaves_no_child(phantom, tmp_path):
 
 def test_a_ct_of_12_bits_allocated_is_refused_by_name(phantom, tmp_path):
     folder = copy_study(phantom, tmp_path / "in")
-    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    paths = _ct_files(folder)
     for path in paths:
         ds = pydicom.dcmread(path)
         ds.BitsAllocated = 12
@@ -226,7 +226,7 @@ def test_a_ct_of_12_bits_allocated_is_refused_by_name(phantom, tmp_path):
 def test_hu_not_an_integer_shift_come_as_float_beside_the_stored_values(phantom, tmp_path):
     """A slice with RescaleSlope 0.5: the decoding child leaves the stored values, HU are float32 here."""
     folder = copy_study(phantom, tmp_path / "in")
-    paths = sorted(p for p in folder.rglob("*.dcm") if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
+    paths = _ct_files(folder)
     ds = pydicom.dcmread(paths[2])
     ds.RescaleSlope = 0.5
     ds.save_as(paths[2])
