@@ -22,8 +22,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from deface_ts.checks.position import decide_position
-from deface_ts.checks.post_check import post_check_ct, post_check_links, post_check_volume
-from deface_ts.checks.verify import VisualVerification
+from deface_ts.checks.post_check import hand_on, post_check_ct, post_check_links, post_check_volume
+from deface_ts.checks.verify import HandOff, VisualVerification
 from deface_ts.config import Config
 from deface_ts.deid import session as deid_session
 from deface_ts.deid.headers import HeaderDeidentifier
@@ -46,8 +46,6 @@ from deface_ts.report import Report, build_report, write_report
 
 #: Told the name of each stage as it starts (the CLI's progress display); None: nothing is told.
 Progress = Callable[[str], None] | None
-#: Where the post-check puts the written CT and whom it tells (`VisualVerification.hand_off`); None: keep it.
-HandOff = tuple[np.ndarray, Callable[[], None]] | None
 
 
 def deface(input: Path, output: Path, config: Config, *, series_uid: str | None = None, overwrite: bool = False,
@@ -309,12 +307,8 @@ class NiftiInput:
 
     def check(self, folder: Path, plan: RemovalPlan, location: FaceLocation,
               config: Config) -> tuple[Volume, dict[str, Any]]:
-        written = nifti.load(folder / "ct_defaced.nii.gz")
-        if self.hand_off is not None and written.same_grid(self.ct):  # the verification judges it from now on
-            into, ready = self.hand_off
-            into[...] = written.array
-            written = written.with_array(into)
-            ready()
+        into, ready = self.hand_off or (None, None)  # the verification judges it from there on
+        written = hand_on(nifti.load(folder / "ct_defaced.nii.gz"), self.ct, into, ready)
         check = post_check_volume(written, self.ct, plan, location, config) if config.post_check else {"skipped": True}
         return written, check
 

@@ -76,17 +76,25 @@ def post_check_ct(paths: list[Path], original: Volume, plan: RemovalPlan, locati
     """
     # Decoded straight into ``into`` where its items are the stored values' size (int16 HU from 16-bit values,
     # the usual case): no second CT-sized array in this child, and no copy.
-    written = load_ct([read_header(p) for p in paths], buffer=into).hu
+    written = hand_on(load_ct([read_header(p) for p in paths], buffer=into).hu, original, into, then)
+    return post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}
+
+
+def hand_on(written: Volume, original: Volume, into: np.ndarray | None = None,
+            then: Callable[[], None] | None = None) -> Volume:
+    """The written CT read back, in ``into`` (copied there unless read into it) with ``then`` told, before it
+    is checked (`VisualVerification.hand_off`); refused when it is not on the input's grid or of its type."""
     if not written.same_grid(original):
         raise PrivacyError("post-check: the written CT is not on the input grid")
-    if into is not None:
-        if into.dtype != written.array.dtype:
-            raise PrivacyError(f"post-check: the written CT holds {written.array.dtype} values, the input {into.dtype}")
-        if not np.shares_memory(into, written.array):
-            into[...] = written.array
-        if then is not None:
-            then()
-    return post_check_volume(written, original, plan, location, config) if config.post_check else {"skipped": True}
+    if into is None:
+        return written
+    if into.dtype != written.array.dtype:
+        raise PrivacyError(f"post-check: the written CT holds {written.array.dtype} values, the input {into.dtype}")
+    if not np.shares_memory(into, written.array):
+        into[...] = written.array
+    if then is not None:
+        then()
+    return written.with_array(into)
 
 
 def post_check_links(folder: Path, case: Case) -> tuple[StudyFiles, dict]:

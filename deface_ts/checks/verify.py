@@ -36,6 +36,9 @@ FACE_DETECTED = "face visible after defacing"
 FACE_RECOGNISABLE = "face recognisable after defacing"
 NOT_JUDGED = "not verified: the identity check could not run"
 
+#: Where the post-check puts the written CT and whom it tells then (`VisualVerification.hand_off`); None: nowhere.
+HandOff = tuple[np.ndarray, Callable[[], None]] | None
+
 #: Scores below these do not count towards a face (each detector has its own scale: mtcnn and mediapipe
 #: give probabilities, dlib's HOG an SVM margin, 0 at its default threshold). Calibrated
 #: (scripts/calibrate_verify.py, docs/verification.md): each floor lies just above the best score the
@@ -186,7 +189,7 @@ class VisualVerification:
         self._handed_off = False
         self._job = Forked(self._judge_in_child)
 
-    def hand_off(self) -> tuple[np.ndarray, Callable[[], None]] | None:
+    def hand_off(self) -> HandOff:
         """Where a process forked after this call may put the written CT, and what it calls once it is there:
         the child then judges it at once, while this process writes the rest, not when :meth:`judge` is reached
         (which then only waits). None where the verification does not run beside the pipeline."""

@@ -25,6 +25,12 @@ def bounding_box(mask: np.ndarray, margin: int | np.ndarray = 0) -> tuple[slice,
     return tuple(box)
 
 
+def slabs(length: int, size: int = 16) -> list[slice]:
+    """Consecutive blocks of ``size`` slices covering ``length``: whole-volume masks worked block by block make
+    no CT-sized temporaries (fresh memory the kernel zeroes, 0.05-0.1 s each at 512x512x141)."""
+    return [slice(start, start + size) for start in range(0, length, size)]
+
+
 @dataclass
 class BoxMask:
     """A boolean mask stored as its bounding box on a larger grid (saves memory for ~25 ROIs)."""

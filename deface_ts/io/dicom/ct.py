@@ -166,12 +166,11 @@ def _hounsfield(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) ->
     values are turned into HU in their own buffer (``stored`` is overwritten), so the series holds one
     CT-sized array, from which the writer derives the stored values slice by slice.
     """
-    shift = _exact_shift(stored, slope, intercept)
-    if shift is not None:
-        hu = stored.view(np.int16) if stored.dtype in (np.int16, np.uint16) else stored.astype(np.int16)
-        if shift:
-            hu += np.int16(shift)
-        return hu, True
+    if stored.dtype in (np.int16, np.uint16):
+        if _hu_in_place(stored, slope, intercept):
+            return stored.view(np.int16), True
+    elif (shift := _exact_shift(stored, slope, intercept)) is not None:  # 8- or 32-bit stored values
+        return stored.astype(np.int16) + np.int16(shift), True
     scaled = stored.astype(np.float32) * slope[:, None, None].astype(np.float32)
     scaled += intercept[:, None, None].astype(np.float32)
     return scaled, False
@@ -187,18 +186,21 @@ def _exact_shift(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -
     return None
 
 
-def decode_to_hu(files: list[DicomFile], stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> bool:
-    """`decode_slices`, then, for 16-bit values whose HU are exact (`_hounsfield`), HU in their own buffer;
-    whether it did (else ``stored`` holds the stored values)."""
-    decode_slices(files, stored)
-    if stored.dtype not in (np.int16, np.uint16):
-        return False
-    shift = _exact_shift(stored, slope, intercept)
+def _hu_in_place(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> bool:
+    """16-bit stored values whose HU are an exact int16 shift of them become those HU in their own buffer;
+    whether they did (else ``stored`` is unchanged)."""
+    shift = _exact_shift(stored, slope, intercept) if stored.dtype in (np.int16, np.uint16) else None
     if shift is None:
         return False
     if shift:
         stored.view(np.int16)[...] += np.int16(shift)
     return True
+
+
+def decode_to_hu(files: list[DicomFile], stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> bool:
+    """`decode_slices`, then HU in place where exact (`_hu_in_place`); whether they are HU now."""
+    decode_slices(files, stored)
+    return _hu_in_place(stored, slope, intercept)
 
 
 def stored_type(header: Dataset) -> np.dtype:
